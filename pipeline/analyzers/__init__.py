@@ -1,0 +1,1 @@
+"""OpenCV, Ollama and simulated analyzers; all answer the same contracts (pipeline.records)."""

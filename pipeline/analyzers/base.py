@@ -1,0 +1,33 @@
+"""What every analyzer answers: a student reports on one frame, a teacher rules on a sequence."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from pipeline.records import EncodedFrame, Escalation, FrameReport, Verdict
+
+
+@runtime_checkable
+class Student(Protocol):
+    """Analyses one encoded frame and returns a `FrameReport` (never raises for a model failure:
+    a failed analysis is `FrameReport.failed(...)`)."""
+
+    backend: str
+    model: str
+    prompt_version: str
+
+    def analyze(self, item: EncodedFrame) -> FrameReport: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """Reviews an escalated sequence and returns a `Verdict` (``unverified`` when it could not decide)."""
+
+    backend: str
+    model: str
+
+    def review(self, escalation: Escalation) -> Verdict: ...
+
+    def close(self) -> None: ...

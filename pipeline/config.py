@@ -1,0 +1,193 @@
+"""The one configuration model.
+
+Loaded from YAML, validated by pydantic: unknown keys and out-of-range values are errors
+that name the key and the allowed range.  Every default equals the documented value
+(README, "Configuration"), and ``config.example.yaml`` lists every key with its default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+
+DEFAULT_SAFETY_TRIGGERS = ["fire", "weapon", "fall", "intrusion", "smoke", "blood"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CaptureConfig(_Section):
+    sample_fps: float = Field(2.0, gt=0, le=60, description="Analyse at most this many frames per second of source time (before the gate).")
+    realtime: bool = Field(False, description="Pace files to their own fps instead of reading as fast as possible.")
+    open_timeout_ms: int = Field(3000, ge=100, le=60000, description="How long opening a stream or camera may take.")
+    read_timeout_ms: int = Field(3000, ge=100, le=60000, description="How long one frame read from a stream may block.")
+    max_bad_frames: int = Field(50, ge=1, le=100000, description="Consecutive unreadable frames after which a file is treated as ended.")
+
+
+class GateConfig(_Section):
+    enabled: bool = Field(True, description="Skip frames where nothing changed; false analyses every sampled frame.")
+    width: int = Field(160, ge=32, le=640, description="Width of the grey thumbnail the gate compares (height keeps the aspect).")
+    pixel_threshold: int = Field(18, ge=1, le=255, description="A thumbnail pixel counts as changed when it differs by more than this (0..255).")
+    min_changed_fraction: float = Field(0.004, ge=0.0, le=1.0, description="Pass a frame when at least this share of thumbnail pixels changed against the last analysed frame or the background.")
+    global_change_fraction: float = Field(0.6, gt=0.0, le=1.0, description="A change covering at least this share of the frame is a global change (lights, camera moved or covered).")
+    background_alpha: float = Field(0.05, gt=0.0, le=1.0, description="How fast the slow background follows the scene, per sampled frame.")
+    max_skip_s: float = Field(10.0, gt=0, le=3600, description="Heartbeat: analyse at least one frame this often (source seconds) even when static.")
+
+
+class EncodeConfig(_Section):
+    max_side: int = Field(896, ge=64, le=4096, description="Resize so the longest side is at most this many pixels before JPEG encoding.")
+    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of the image sent to models and saved as snapshots.")
+
+
+class ModelEndpoint(_Section):
+    backend: Literal["auto", "offline", "ollama", "simulated"] = Field(
+        "auto",
+        description="'auto' uses Ollama when the host answers, otherwise the embedded offline analyzer (announced). 'simulated' is for evaluating routing only.",
+    )
+    host: str = Field("http://127.0.0.1:11434", description="Ollama host URL.")
+    model: str = Field(..., description="Ollama model name.")
+    timeout_ms: int = Field(..., ge=100, le=600000, description="Per-call timeout.")
+    first_call_timeout_ms: int = Field(120000, ge=100, le=1800000, description="Timeout of the first call, while the model loads.")
+    keep_alive: str = Field("10m", description="How long Ollama keeps the model loaded after a call.")
+    max_concurrent: int = Field(..., ge=1, le=64, description="Calls in flight at most.")
+    num_predict: int = Field(..., ge=16, le=8192, description="Upper bound on generated tokens per answer.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
+
+
+class StudentConfig(ModelEndpoint):
+    model: str = Field("gemma4:e2b", description="The small, fast vision model.")
+    timeout_ms: int = Field(3000, ge=100, le=600000, description="Per-call timeout of the student.")
+    max_concurrent: int = Field(4, ge=1, le=64, description="Student calls in flight at most.")
+    num_predict: int = Field(256, ge=16, le=8192, description="Upper bound on the student's generated tokens.")
+
+
+class TeacherConfig(ModelEndpoint):
+    model: str = Field("gemma4:26b", description="The large vision model that reviews sequences.")
+    timeout_ms: int = Field(60000, ge=100, le=600000, description="Per-call timeout of the teacher.")
+    max_concurrent: int = Field(1, ge=1, le=16, description="Teacher calls in flight at most.")
+    num_predict: int = Field(512, ge=16, le=8192, description="Upper bound on the teacher's generated tokens.")
+    max_queue_depth: int = Field(15, ge=1, le=10000, description="Escalations waiting at most; beyond it the lowest priority is shed (safety is merged, never shed).")
+    batch_window_ms: int = Field(2000, ge=0, le=60000, description="Escalations of the same camera and incident arriving within this window fold into one request.")
+    max_keyframes: int = Field(6, ge=1, le=32, description="Keyframes per escalated sequence.")
+    wait_in_replay: bool = Field(True, description="For files read as fast as possible, wait for each verdict before the next analysed frame so a replay is deterministic.")
+
+
+class WindowConfig(_Section):
+    window_s: float = Field(10.0, gt=0, le=3600, description="The sliding window covers this many seconds of source time.")
+
+
+class EscalationConfig(_Section):
+    min_confidence: float = Field(0.72, ge=0.0, le=1.0, description="Student confidence below this, sustained over the window, escalates.")
+    safety_triggers: list[str] = Field(default_factory=lambda: list(DEFAULT_SAFETY_TRIGGERS), description="Flags that are safety triggers.")
+    persistence_k: int = Field(2, ge=1, le=100, description="A safety flag must be in k of the last n analysed frames to escalate.")
+    persistence_n: int = Field(3, ge=1, le=100, description="See persistence_k.")
+    audit_every: int = Field(120, ge=1, le=100000, description="Send a calm sequence to the teacher every this many analysed frames (samples silent misses).")
+    flip_limit: int = Field(4, ge=1, le=1000, description="A flag switching on/off at least this many times in the window escalates.")
+    suppress_after_dismiss_s: float = Field(30.0, ge=0, le=86400, description="After the teacher dismisses a pattern, the same pattern does not escalate again for this long.")
+
+    @model_validator(mode="after")
+    def _k_le_n(self) -> "EscalationConfig":
+        if self.persistence_k > self.persistence_n:
+            raise ValueError(f"persistence_k ({self.persistence_k}) must be <= persistence_n ({self.persistence_n})")
+        return self
+
+
+class StatesConfig(_Section):
+    activity_min_confidence: float = Field(0.3, ge=0.0, le=1.0, description="Observations count as activity only at or above this confidence.")
+    alert_persistence_k: int = Field(2, ge=1, le=100, description="A safety flag in k of the last n reports moves suspicious → alert.")
+    alert_persistence_n: int = Field(3, ge=1, le=100, description="See alert_persistence_k.")
+    quiet_after_s: float = Field(4.0, ge=0, le=3600, description="Source seconds without activity or flags before observing/alert ends.")
+    cooldown_s: float = Field(10.0, ge=0, le=86400, description="After an alert ends, wait this long before the camera returns to idle.")
+
+
+class Zone(_Section):
+    name: str = Field(..., min_length=1, description="Zone name, used in observations and events.")
+    points: list[tuple[float, float]] = Field(..., min_length=3, description="Polygon vertices as fractions (0..1) of frame width and height.")
+
+    @field_validator("points")
+    @classmethod
+    def _in_unit_square(cls, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        for x, y in points:
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ValueError(f"zone point ({x}, {y}) must lie in 0..1 (fractions of width and height)")
+        return points
+
+
+class OfflineConfig(_Section):
+    hog_people: bool = Field(True, description="Use OpenCV's HOG people detector for person evidence (slower, better); blob shape otherwise.")
+    min_blob_area: float = Field(0.002, ge=0.0, le=0.5, description="Moving blobs smaller than this share of the frame are noise.")
+
+
+class OutputConfig(_Section):
+    out_dir: Path = Field(Path("./edgewatch-out"), description="Folder for events.jsonl, decisions.jsonl, snapshots and summary.json.")
+    snapshots: bool = Field(True, description="Save a JPEG snapshot for each alert.")
+
+
+class Settings(_Section):
+    """All of edgewatch's settings.  YAML keys are the field names; unknown keys are errors."""
+
+    camera_id: str = Field("cam0", min_length=1, description="Camera id used in events when the source does not name one.")
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    encode: EncodeConfig = Field(default_factory=EncodeConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    escalation: EscalationConfig = Field(default_factory=EscalationConfig)
+    states: StatesConfig = Field(default_factory=StatesConfig)
+    zones: list[Zone] = Field(default_factory=list, description="Polygons where a person is an intrusion.")
+    offline: OfflineConfig = Field(default_factory=OfflineConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
+
+
+def _describe(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return f"unknown key '{key}'"
+    bounds = []
+    for name, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if name in ctx:
+            bounds.append(f"{sym} {ctx[name]}")
+    if bounds:
+        return f"'{key}' must be {' and '.join(bounds)} (got {err.get('input')!r})"
+    return f"'{key}': {err['msg']} (got {err.get('input')!r})"
+
+
+def settings_from_dict(data: dict[str, Any] | None) -> Settings:
+    try:
+        return Settings.model_validate(data or {})
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"invalid config: {problems}") from None
+
+
+def load_settings(path: Path | str | None) -> Settings:
+    """Load settings from a YAML file (or defaults when ``path`` is None)."""
+    if path is None:
+        return Settings()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {p} is not valid YAML{where}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not UTF-8 text") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of keys, not {type(data).__name__}")
+    try:
+        return settings_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None

@@ -1,0 +1,1 @@
+"""Where events, decisions and snapshots go."""
