@@ -1,0 +1,87 @@
+"""The one config model: defaults equal the documented values, bad files give one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings, example_yaml, load_settings, settings_from_dict
+from pipeline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_are_the_documented_routing_values() -> None:
+    s = Settings()
+    assert s.escalation.min_confidence == 0.72
+    assert s.escalation.safety_triggers == ["fire", "weapon", "fall", "intrusion", "smoke", "blood"]
+    assert s.escalation.audit_every == 120
+    assert s.teacher.max_queue_depth == 15
+    assert s.teacher.batch_window_ms == 2000
+    assert s.student.max_concurrent == 4
+    assert s.student.timeout_ms == 3000
+    assert s.capture.sample_fps == 2.0
+    assert s.gate.max_skip_s == 10.0
+    assert s.window.window_s == 10.0
+    assert s.encode.max_side == 896 and s.encode.jpeg_quality == 85
+    assert s.student.model == "gemma4:e2b" and s.teacher.model == "gemma4:26b"
+
+
+def test_example_config_is_generated_from_the_model_and_loads_to_defaults() -> None:
+    example = ROOT / "config.example.yaml"
+    assert example.read_text(encoding="utf-8") == example_yaml(), "regenerate: python -m pipeline.config > config.example.yaml"
+    assert load_settings(example) == Settings()
+
+
+def test_every_field_is_described() -> None:
+    def walk(model: type) -> None:
+        for name, info in model.model_fields.items():
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, Settings.__mro__[1]):
+                walk(annotation)
+            elif name not in Settings.model_fields:
+                assert info.description, f"{model.__name__}.{name} has no description"
+
+    walk(Settings)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"gate": {"treshold": 3}}, "unknown key 'gate.treshold'"),
+        ({"escalation": {"min_confidence": 1.5}}, "'escalation.min_confidence' must be >= 0.0 and <= 1.0"),
+        ({"capture": {"sample_fps": 0}}, "'capture.sample_fps' must be > 0"),
+        ({"escalation": {"persistence_k": 5, "persistence_n": 3}}, "persistence_k (5) must be <= persistence_n (3)"),
+        ({"zones": [{"name": "door", "points": [[0, 0], [2, 0], [1, 1]]}]}, "must lie in 0..1"),
+        ({"student": {"backend": "magic"}}, "'student.backend'"),
+    ],
+)
+def test_bad_values_name_the_key_and_range(data: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings_from_dict(data)
+    assert expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("gate: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_settings(broken)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_settings(listy)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path / "missing.yaml")
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError):
+        load_settings(binary)
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_settings(empty) == Settings()
