@@ -1,0 +1,226 @@
+"""The per-camera sliding window over the student's reports.
+
+The window holds the reports whose source timestamp lies within ``window_s`` seconds of the
+newest one (eviction by *source time*, never by count, so a 2 fps camera and a 10 fps camera
+look back over the same span), plus the encoded frame each report was made from (for
+keyframe selection and the teacher's timeline).  A hard cap (`MAX_ENTRIES`) bounds memory
+whatever the frame rate.
+
+After every ``add`` the aggregates the state machine and the escalation policy need are
+computed once (`WindowStats`) and cached; ``stats()`` returns that cached value.  The
+computation is O(window) in plain Python — a 20-report window costs a few tens of
+microseconds.
+
+Not thread-safe: one window per camera, driven from the runner's thread.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from pipeline.records import EncodedFrame, FrameReport, GateReason, WindowStats
+
+log = logging.getLogger("edgewatch.window")
+
+#: Hard cap on entries: a window of ``window_s`` seconds at an absurd report rate must still
+#: not grow without bound.  The oldest entries go first.
+MAX_ENTRIES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    report: FrameReport
+    item: EncodedFrame | None
+    flags: frozenset[str]
+    confidence: float
+
+
+class SlidingWindow:
+    """Reports of one camera over the last ``window_s`` seconds of source time."""
+
+    def __init__(self, camera: str, window_s: float, *, max_entries: int = MAX_ENTRIES) -> None:
+        if not (isinstance(window_s, (int, float)) and math.isfinite(window_s) and window_s > 0):
+            raise ValueError(f"window_s must be a finite number > 0 (got {window_s!r})")
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1 (got {max_entries!r})")
+        self.camera = camera
+        self.window_s = float(window_s)
+        self.max_entries = int(max_entries)
+        self._entries: deque[_Entry] = deque()
+        # Start time of the run of equal flag sets that the oldest entry belongs to; it may
+        # reach back before the window (an unchanged flag set survives eviction).
+        self._oldest_run_start: float = 0.0
+        self._stats: WindowStats = self._empty_stats()
+        self.skipped = 0
+        """Reports refused as malformed (non-finite timestamp, another camera's report)."""
+
+    # -- public ------------------------------------------------------------------------
+
+    def add(self, report: FrameReport, item: EncodedFrame | None = None) -> WindowStats:
+        """Add one report (and the frame it was made from) and return the new aggregates.
+
+        A malformed report (non-finite timestamp, another camera) is logged, counted in
+        ``skipped`` and ignored; the previous aggregates are returned.
+        """
+        if not math.isfinite(report.timestamp):
+            self.skipped += 1
+            log.warning("window %s: skipped report of frame %s with non-finite timestamp %r",
+                        self.camera, report.frame_index, report.timestamp)
+            return self._stats
+        if report.camera != self.camera:
+            self.skipped += 1
+            log.warning("window %s: skipped a report of camera %r", self.camera, report.camera)
+            return self._stats
+        entry = _Entry(report=report, item=item, flags=frozenset(f for f in report.flags if f), confidence=_clean_confidence(report.confidence))
+        entries = self._entries
+        if not entries:
+            self._oldest_run_start = report.timestamp
+            entries.append(entry)
+        elif report.timestamp >= entries[-1].report.timestamp:
+            entries.append(entry)
+        else:
+            # Out of order (a slow analysis finishing late): keep the window sorted by source
+            # time; equal timestamps keep arrival order.
+            keys = [e.report.timestamp for e in entries]
+            pos = bisect.bisect_right(keys, report.timestamp)
+            if pos == 0:
+                if report.timestamp < entries[-1].report.timestamp - self.window_s:
+                    log.debug("window %s: report at t=%.3f is older than the window; ignored",
+                              self.camera, report.timestamp)
+                    return self._stats
+                self._oldest_run_start = report.timestamp
+            entries.insert(pos, entry)
+        self._evict()
+        self._stats = self._compute()
+        return self._stats
+
+    def stats(self) -> WindowStats:
+        """The aggregates after the last ``add`` (an empty window gives n_reports == 0)."""
+        return self._stats
+
+    def entries(self) -> tuple[tuple[FrameReport, EncodedFrame | None], ...]:
+        """(report, frame) pairs in the window, oldest first."""
+        return tuple((e.report, e.item) for e in self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _evict(self) -> None:
+        entries = self._entries
+        horizon = entries[-1].report.timestamp - self.window_s
+        while entries and (entries[0].report.timestamp < horizon or len(entries) > self.max_entries):
+            gone = entries.popleft()
+            if entries and entries[0].flags != gone.flags:
+                self._oldest_run_start = entries[0].report.timestamp
+
+    def _empty_stats(self) -> WindowStats:
+        return WindowStats(
+            camera=self.camera, timestamp=0.0, window_s=self.window_s, n_reports=0,
+            flag_counts={}, flag_fraction={}, flag_streak={}, recent_flags=(), flips={},
+            confidence_mean=0.0, confidence_min=0.0, confidence_last=0.0, confidence_trend=0.0,
+            time_since_change_s=0.0, active_flags=frozenset(), observations=(),
+        )
+
+    def _compute(self) -> WindowStats:
+        entries = self._entries
+        n = len(entries)
+        newest = entries[-1]
+        t_last = newest.report.timestamp
+
+        counts: dict[str, int] = {}
+        flips: dict[str, int] = {}
+        recent: list[frozenset[str]] = []
+        errors = 0
+        conf_sum = 0.0
+        conf_min = math.inf
+        t_sum = 0.0
+        previous: frozenset[str] | None = None
+        for e in entries:
+            flags = e.flags
+            recent.append(flags)
+            for f in flags:
+                counts[f] = counts.get(f, 0) + 1
+            if previous is not None and flags != previous:
+                for f in flags ^ previous:
+                    flips[f] = flips.get(f, 0) + 1
+            previous = flags
+            if e.report.error:
+                errors += 1
+            conf_sum += e.confidence
+            if e.confidence < conf_min:
+                conf_min = e.confidence
+            t_sum += e.report.timestamp
+        for f in counts:
+            flips.setdefault(f, 0)
+
+        # Streak of each flag of the newest report, walking back from the newest.
+        streak: dict[str, int] = {}
+        for f in newest.flags:
+            k = 0
+            for flags in reversed(recent):
+                if f not in flags:
+                    break
+                k += 1
+            streak[f] = k
+
+        # When did the flag set last change?  The start of the trailing run of equal sets.
+        change_ts = self._oldest_run_start
+        for i in range(n - 1, 0, -1):
+            if recent[i - 1] != recent[i]:
+                change_ts = entries[i].report.timestamp
+                break
+
+        conf_mean = conf_sum / n
+        trend = 0.0
+        if n >= 2:
+            t_mean = t_sum / n
+            sxx = 0.0
+            sxy = 0.0
+            for e in entries:
+                dt = e.report.timestamp - t_mean
+                sxx += dt * dt
+                sxy += dt * (e.confidence - conf_mean)
+            if sxx > 1e-12:
+                trend = sxy / sxx
+
+        gate = newest.item.gate if newest.item is not None else None
+        return WindowStats(
+            camera=self.camera,
+            timestamp=t_last,
+            window_s=self.window_s,
+            n_reports=n,
+            flag_counts=counts,
+            flag_fraction={f: c / n for f, c in counts.items()},
+            flag_streak=streak,
+            recent_flags=tuple(recent),
+            flips=flips,
+            confidence_mean=conf_mean,
+            confidence_min=conf_min,
+            confidence_last=newest.confidence,
+            confidence_trend=trend,
+            time_since_change_s=max(0.0, t_last - change_ts),
+            active_flags=newest.flags,
+            observations=newest.report.observations,
+            scene_change=gate is not None and gate.reason == GateReason.GLOBAL_CHANGE,
+            errors=errors,
+        )
+
+
+def _clean_confidence(value: float) -> float:
+    """Confidence clamped to 0..1; a non-number counts as 0 (no confidence at all)."""
+    try:
+        c = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if not math.isfinite(c):
+        return 0.0
+    return min(1.0, max(0.0, c))
+
+
+__all__ = ["MAX_ENTRIES", "SlidingWindow"]
