@@ -1,0 +1,479 @@
+"""The escalation policy: (window stats, thresholds, queue state, memory) → decision.
+
+`decide` is pure: everything it needs arrives as arguments (including what it remembers
+from earlier frames, `PolicyMemory`) and it returns the decision plus the new memory.
+`EscalationPolicy` is the thin per-camera wrapper the runner holds.
+
+Signals, strongest first (their `records.Priority`):
+
+1. **safety** — a safety trigger matched (on words and synonyms, in flags *and*
+   observations, see `match_safety`) in at least k of the last n analysed frames;
+2. **low_confidence** — confidence below ``min_confidence`` *sustained*: the window's mean is
+   below it and at least max(3, half the window's reports) are below it;
+3. **flag_flip** — a flag switched on/off at least ``flip_limit`` times in the window;
+4. **scene_change** — the newest frame is a global change (once per change: rising edge);
+5. **audit** — every ``audit_every`` analysed frames, even when calm.
+
+Backpressure (queue pressure ≥ 0.8, recent sheds, or a raised ``bar``) defers the weakest
+signals first: level 1 defers audits (they stay due), level 2 also flips and scene changes,
+level 3 also low confidence.  Safety is never deferred.
+
+A pattern (set of flags) once escalated is not sent again within the cool-off (``cooloff_s``,
+default the window length) unless a new flag joins it; a pattern the teacher dismissed is
+suppressed until its expiry (`suppress`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from functools import lru_cache
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+from pipeline.config import EscalationConfig
+from pipeline.records import Priority, WindowStats, normalise_flag
+
+# --------------------------------------------------------------------------------------
+# Matching safety words
+# --------------------------------------------------------------------------------------
+
+#: Phrases (space-separated words) that mean each canonical trigger.  A trigger that is not
+#: here matches its own words (and a plain plural).
+SYNONYMS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "fire": ("fire", "fires", "flame", "flames", "flaming", "burning", "blaze", "blazing", "ablaze"),
+    # "haze" is left out on purpose: heat haze, fog and a soft lens are far more common.
+    "smoke": ("smoke", "smoky", "smokey", "smoke filled"),
+    "fall": ("fall", "falls", "fallen", "fell", "falling", "collapsed", "collapsing", "collapse",
+             "lying on the floor", "lying on floor", "lying on the ground", "lying on ground",
+             "person down", "man down", "woman down"),
+    "weapon": ("weapon", "weapons", "gun", "guns", "handgun", "pistol", "rifle", "shotgun",
+               "knife", "knives", "firearm", "firearms", "armed"),
+    "intrusion": ("intrusion", "intruder", "intruders", "trespass", "trespassing", "trespasser",
+                  "break in", "breaking in", "broke in", "burglar", "burglary"),
+    "blood": ("blood", "bleeding", "bloody", "bloodied", "blood stain", "bloodstain"),
+    "tamper": ("tamper", "tampered", "tampering", "obstructed", "lens covered", "camera covered"),
+})
+
+#: Words that, right after a phrase's last word, turn it into something harmless
+#: ("fire exit sign", "smoke detector").
+_HARMLESS_AFTER: Mapping[str, frozenset[str]] = MappingProxyType({
+    "fire": frozenset({"exit", "alarm", "alarms", "extinguisher", "extinguishers", "hydrant", "escape",
+                       "door", "doors", "sign", "signs", "drill", "truck", "engine", "station", "hose",
+                       "blanket", "safety", "brigade", "department", "fighter", "fighters", "place"}),
+    "smoke": frozenset({"detector", "detectors", "alarm", "alarms", "sensor"}),
+    "blood": frozenset({"pressure", "test", "bank", "donation", "orange"}),
+    "gun": frozenset({"metal"}),
+})
+#: Words that, right before a phrase's first word, make it harmless ("glue gun").
+_HARMLESS_BEFORE: Mapping[str, frozenset[str]] = MappingProxyType({
+    "gun": frozenset({"glue", "nail", "spray", "water", "toy", "heat", "staple", "paint"}),
+    "guns": frozenset({"glue", "nail", "spray", "water", "toy"}),
+    "knife": frozenset({"butter", "putty", "palette"}),
+    "fall": frozenset({"water", "snow", "rain", "night", "leaf"}),
+})
+
+_NEGATORS = frozenset({"no", "not", "without", "never", "none", "nor", "nothing", "cannot", "isnt", "arent",
+                       "wasnt", "werent", "dont", "doesnt", "didnt", "free"})
+#: A negation reaches this many words forward ("no visible open fire").
+_NEGATION_REACH = 3
+#: Words that end a negation's reach ("no fire but smoke" still matches smoke).  Erring towards
+#: a match is deliberate: a missed safety word costs more than a teacher call.
+_SCOPE_BREAKERS = frozenset({"but", "however", "yet", "although", "though", "while", "except", "and"})
+_CLAUSES = re.compile(r"[.;:!?,()\[\]\n]+")
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _clauses(text: str) -> list[list[str]]:
+    """Lower-cased words per clause; apostrophes vanish first so "isn't" is one word."""
+    cleaned = text.lower().replace("'", "").replace("\u2019", "")
+    out = []
+    for clause in _CLAUSES.split(cleaned):
+        words = _WORD.findall(clause.replace("_", " "))
+        if words:
+            out.append(words)
+    return out
+
+
+def _negated(words: list[str], start: int) -> bool:
+    for back in range(1, _NEGATION_REACH + 1):
+        i = start - back
+        if i < 0 or words[i] in _SCOPE_BREAKERS:
+            return False
+        if words[i] in _NEGATORS:
+            return True
+    return False
+
+
+def _phrase_hits(words: list[str], phrase: tuple[str, ...]) -> bool:
+    n = len(phrase)
+    for i in range(len(words) - n + 1):
+        if words[i] != phrase[0] or tuple(words[i:i + n]) != phrase:
+            continue
+        after = words[i + n] if i + n < len(words) else None
+        before = words[i - 1] if i > 0 else None
+        if after is not None and after in _HARMLESS_AFTER.get(phrase[-1], frozenset()):
+            continue
+        if before is not None and before in _HARMLESS_BEFORE.get(phrase[0], frozenset()):
+            continue
+        if _negated(words, i):
+            continue
+        return True
+    return False
+
+
+@lru_cache(maxsize=256)
+def _phrases_for(trigger: str) -> tuple[tuple[str, ...], ...]:
+    own = tuple(trigger.replace("_", " ").split())
+    phrases = {own, own[:-1] + (own[-1] + "s",)} if own else set()
+    phrases.update(tuple(p.split()) for p in SYNONYMS.get(trigger, ()))
+    return tuple(sorted(phrases))
+
+
+def match_safety(flags: Iterable[str], observations: Iterable[str], triggers: Iterable[str]) -> frozenset[str]:
+    """The triggers (normalised names) that the flags or observations speak of.
+
+    Matching is on whole words and the synonym table, not substrings: "fireplace" and
+    "fire exit sign" are not fire; "no fire" / "without smoke" are negated and do not match.
+    """
+    texts = [str(f) for f in flags] + [str(o) for o in observations]
+    clauses = [c for t in texts for c in _clauses(t)]
+    present = {w for words in clauses for w in words}
+    found = set()
+    for trigger in {normalise_flag(t) for t in triggers if str(t).strip()}:
+        phrases = [p for p in _phrases_for(trigger) if p[0] in present]
+        if any(_phrase_hits(words, phrase) for words in clauses for phrase in phrases):
+            found.add(trigger)
+    return frozenset(found)
+
+
+# --------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------
+
+#: Queue pressure (depth / capacity) from which audits are deferred; the higher marks defer more.
+PRESSURE_DEFER_AUDIT = 0.8
+PRESSURE_DEFER_MINOR = 0.9
+PRESSURE_FULL = 1.0
+
+REASON_PRIORITY: Mapping[str, Priority] = MappingProxyType({
+    "safety": Priority.SAFETY,
+    "low_confidence": Priority.LOW_CONFIDENCE,
+    "flag_flip": Priority.FLAG_FLIP,
+    "scene_change": Priority.SCENE_CHANGE,
+    "audit": Priority.AUDIT,
+})
+#: The backpressure level from which a signal is deferred (safety: never).
+_DEFER_FROM_LEVEL: Mapping[str, int] = MappingProxyType({
+    "audit": 1, "flag_flip": 2, "scene_change": 2, "low_confidence": 3,
+})
+MAX_BAR = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    min_confidence: float
+    safety_triggers: frozenset[str]
+    persistence_k: int
+    persistence_n: int
+    audit_every: int
+    flip_limit: int
+    bar: int = 0
+    """Backpressure raised from outside (0 = normal, 1 defers audits, 2 also flips/scene changes, 3 also low confidence)."""
+    cooloff_s: float | None = None
+    """How long an escalated pattern is not re-sent; None = the window's length."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.persistence_k <= self.persistence_n:
+            raise ValueError(f"persistence_k ({self.persistence_k}) must be in 1..persistence_n ({self.persistence_n})")
+        if not 0 <= self.bar <= MAX_BAR:
+            raise ValueError(f"bar must be in 0..{MAX_BAR} (got {self.bar})")
+
+    @classmethod
+    def from_config(cls, cfg: EscalationConfig, *, bar: int = 0, cooloff_s: float | None = None) -> "Thresholds":
+        return cls(
+            min_confidence=cfg.min_confidence,
+            safety_triggers=frozenset(normalise_flag(t) for t in cfg.safety_triggers if t.strip()),
+            persistence_k=cfg.persistence_k,
+            persistence_n=cfg.persistence_n,
+            audit_every=cfg.audit_every,
+            flip_limit=cfg.flip_limit,
+            bar=bar,
+            cooloff_s=cooloff_s,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "min_confidence": self.min_confidence,
+            "safety_triggers": sorted(self.safety_triggers),
+            "persistence": f"{self.persistence_k}/{self.persistence_n}",
+            "audit_every": self.audit_every,
+            "flip_limit": self.flip_limit,
+            "bar": self.bar,
+            "cooloff_s": self.cooloff_s,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    depth: int
+    capacity: int
+    recent_sheds: int = 0
+    """Escalations shed by the teacher queue recently (the queue's own horizon)."""
+
+    @property
+    def pressure(self) -> float:
+        return self.depth / self.capacity if self.capacity > 0 else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class FrameTrace:
+    """What the policy keeps per analysed frame: the window only carries aggregates."""
+
+    timestamp: float
+    safety: frozenset[str]
+    confidence: float
+
+
+def _frozen_map(data: Mapping[Any, Any] | None = None) -> Mapping[Any, Any]:
+    return MappingProxyType(dict(data or {}))
+
+
+@dataclass(frozen=True)
+class PolicyMemory:
+    analysed_since_audit: int = 0
+    suppressed: Mapping[frozenset[str], float] = field(default_factory=_frozen_map)
+    """Pattern (flag set) → source time until which it does not escalate (teacher dismissed it)."""
+    last_escalated_at: Mapping[str, float] = field(default_factory=_frozen_map)
+    """Signal ("safety", "low_confidence", ...) → source time of its last escalation."""
+    escalated_patterns: Mapping[frozenset[str], float] = field(default_factory=_frozen_map)
+    """Pattern → source time it was last escalated (for the cool-off)."""
+    open_incident: bool = False
+    """A safety pattern was escalated and safety evidence is still in the last n frames."""
+    trace: tuple[FrameTrace, ...] = ()
+    last_scene_change: bool = False
+    scene_change_at: float | None = None
+    """Source time of a scene change not yet sent (deferred changes wait up to one window)."""
+    last_timestamp: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    escalate: bool
+    reason: str
+    priority: Priority | None
+    flags: frozenset[str]
+    detail: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+def suppress(memory: PolicyMemory, flags: Iterable[str], until: float) -> PolicyMemory:
+    """Memory where the pattern ``flags`` does not escalate before source time ``until``."""
+    pattern = frozenset(normalise_flag(f) for f in flags)
+    suppressed = dict(memory.suppressed)
+    suppressed[pattern] = max(until, suppressed.get(pattern, until))
+    return replace(memory, suppressed=_frozen_map(suppressed))
+
+
+# --------------------------------------------------------------------------------------
+# The decision
+# --------------------------------------------------------------------------------------
+
+
+def backpressure_level(queue: QueueState, bar: int = 0) -> int:
+    """0 normal … 3 (see module doc); the larger of the queue's level and the raised bar."""
+    level = 0
+    if queue.pressure >= PRESSURE_DEFER_AUDIT or queue.recent_sheds > 0:
+        level = 1
+    if queue.pressure >= PRESSURE_DEFER_MINOR or (queue.recent_sheds > 0 and queue.pressure >= PRESSURE_DEFER_AUDIT):
+        level = 2
+    if queue.pressure >= PRESSURE_FULL and queue.recent_sheds > 0:
+        level = 3
+    return max(level, bar)
+
+
+def _covered(pattern: frozenset[str], patterns: Mapping[frozenset[str], float], now: float, *, since: float | None = None) -> bool:
+    """Is ``pattern`` within an unexpired entry (until > now), or one set after ``since``?
+
+    An empty pattern is only covered by an empty entry, so suppressing {} (a calm
+    low-confidence sequence) does not hide a flagged one, and vice versa.
+    """
+    for other, t in patterns.items():
+        if not pattern <= other or (not pattern and other):
+            continue
+        if since is None and t > now:
+            return True
+        if since is not None and t > since:
+            return True
+    return False
+
+
+def decide(
+    stats: WindowStats, thresholds: Thresholds, queue: QueueState, memory: PolicyMemory
+) -> tuple[Decision, PolicyMemory]:
+    now = stats.timestamp
+    cooloff_s = thresholds.cooloff_s if thresholds.cooloff_s is not None else stats.window_s
+    is_new_frame = memory.last_timestamp is None or now > memory.last_timestamp
+
+    # -- per-frame memory (the window only carries aggregates) --------------------------
+    current_safety = match_safety(stats.active_flags, stats.observations, thresholds.safety_triggers)
+    this_frame = FrameTrace(now, current_safety, stats.confidence_last)
+    kept = tuple(t for t in memory.trace if now - t.timestamp <= stats.window_s and t.timestamp < now)
+    trace = (kept + (this_frame,))[-max(stats.n_reports, 1, thresholds.persistence_n):]
+    analysed_since_audit = memory.analysed_since_audit + (1 if is_new_frame else 0)
+
+    # -- safety: k of the last n frames ---------------------------------------------------
+    evidence = [t.safety for t in trace[-thresholds.persistence_n:]]
+    missing = thresholds.persistence_n - len(evidence)
+    if missing > 0 and len(stats.recent_flags) > len(evidence):
+        # A policy started mid-stream: older frames' flags from the window stand in.
+        older = stats.recent_flags[:-len(evidence)][-missing:]
+        evidence = [match_safety(f, (), thresholds.safety_triggers) for f in older] + evidence
+    safety_counts = {trig: sum(trig in e for e in evidence) for trig in thresholds.safety_triggers}
+    persisting = frozenset(t for t, c in safety_counts.items() if c >= thresholds.persistence_k)
+    any_evidence = any(evidence)
+
+    # -- low confidence, sustained --------------------------------------------------------
+    window_trace = trace[-max(stats.n_reports, 1):]
+    below = sum(t.confidence < thresholds.min_confidence for t in window_trace)
+    needed_below = max(3, math.ceil(stats.n_reports / 2))
+    low_conf = stats.confidence_mean < thresholds.min_confidence and below >= needed_below
+
+    # -- flips, scene change, audit -------------------------------------------------------
+    flipping = frozenset(f for f, n in stats.flips.items() if n >= thresholds.flip_limit)
+    scene_edge = stats.scene_change and not memory.last_scene_change and is_new_frame
+    scene_change_at = now if scene_edge else memory.scene_change_at
+    if scene_change_at is not None and now - scene_change_at >= stats.window_s:
+        scene_change_at = None  # too old to be worth a review
+    audit_due = analysed_since_audit >= thresholds.audit_every
+
+    level = backpressure_level(queue, thresholds.bar)
+    detail: dict[str, Any] = {
+        "safety_now": sorted(current_safety),
+        "safety_counts": {k: v for k, v in sorted(safety_counts.items()) if v},
+        "persistence": f"{thresholds.persistence_k}/{thresholds.persistence_n}",
+        "confidence_mean": round(stats.confidence_mean, 4),
+        "below_min_confidence": below,
+        "needed_below": needed_below,
+        "flips": {f: n for f, n in sorted(stats.flips.items()) if n},
+        "scene_change": stats.scene_change,
+        "analysed_since_audit": analysed_since_audit,
+        "queue_pressure": round(queue.pressure, 3),
+        "recent_sheds": queue.recent_sheds,
+        "backpressure": level,
+    }
+
+    # Candidates in priority order: (signal, flags, reason text).
+    candidates: list[tuple[str, frozenset[str], str]] = []
+    if persisting:
+        top = max(sorted(persisting), key=lambda t: safety_counts[t])
+        candidates.append(("safety", persisting, f"safety:{top}"))
+    if low_conf:
+        candidates.append(("low_confidence", stats.active_flags, "low_confidence"))
+    if flipping:
+        candidates.append(("flag_flip", flipping, "flag_flip"))
+    if scene_change_at is not None:
+        candidates.append(("scene_change", stats.active_flags, "scene_change"))
+    if audit_due:
+        candidates.append(("audit", stats.active_flags, "audit"))
+
+    chosen: tuple[str, frozenset[str], str] | None = None
+    blocked: list[tuple[str, str]] = []
+    for signal, flags, reason in candidates:
+        if signal != "audit" and _covered(flags, memory.suppressed, now):
+            blocked.append((signal, "suppressed"))
+            continue
+        if signal == "safety":
+            recent = _covered(flags, memory.escalated_patterns, now, since=now - cooloff_s)
+        elif signal == "scene_change":
+            recent = False  # the rising edge already makes it once per change
+        else:
+            last = memory.last_escalated_at.get(signal)
+            recent = signal != "audit" and last is not None and now - last < cooloff_s
+        if recent:
+            blocked.append((signal, "cooloff"))
+            continue
+        if level >= _DEFER_FROM_LEVEL.get(signal, MAX_BAR + 1):
+            blocked.append((signal, "deferred_backpressure"))
+            continue
+        chosen = (signal, flags, reason)
+        break
+
+    # -- new memory -----------------------------------------------------------------------
+    last_escalated = dict(memory.last_escalated_at)
+    patterns = {p: t for p, t in memory.escalated_patterns.items() if now - t < cooloff_s}
+    open_incident = memory.open_incident and any_evidence
+    if memory.open_incident and not any_evidence:
+        # The incident is over: a recurrence is a new incident and escalates straight away.
+        patterns = {p: t for p, t in patterns.items() if not (p & thresholds.safety_triggers)}
+    if chosen is not None:
+        signal, flags, reason = chosen
+        last_escalated[signal] = now
+        if signal == "safety":
+            patterns[flags] = now
+            open_incident = True
+        # Any escalation sends the window to the teacher, so a due audit or a pending
+        # scene change is served by it.
+        if audit_due:
+            analysed_since_audit = 0
+        scene_change_at = None
+    new_memory = PolicyMemory(
+        analysed_since_audit=analysed_since_audit,
+        suppressed=_frozen_map({p: u for p, u in memory.suppressed.items() if u > now}),
+        last_escalated_at=_frozen_map(last_escalated),
+        escalated_patterns=_frozen_map(patterns),
+        open_incident=open_incident,
+        trace=trace,
+        last_scene_change=stats.scene_change,
+        scene_change_at=scene_change_at,
+        last_timestamp=now if memory.last_timestamp is None else max(now, memory.last_timestamp),
+    )
+
+    if chosen is not None:
+        signal, flags, reason = chosen
+        if blocked:
+            detail["passed_over"] = dict(blocked)
+        return Decision(True, reason, REASON_PRIORITY[signal], flags, detail), new_memory
+    if blocked:
+        signal, why = blocked[0]
+        detail["signal"] = signal
+        detail["would_be_priority"] = REASON_PRIORITY[signal].name
+        return Decision(False, why, None, candidates[0][1], detail), new_memory
+    hint = current_safety or any(t.confidence < thresholds.min_confidence for t in window_trace[-1:])
+    return Decision(False, "blip" if hint else "calm", None, current_safety, detail), new_memory
+
+
+class EscalationPolicy:
+    """Per-camera holder of the policy's memory; every decision goes through `decide`."""
+
+    def __init__(self, thresholds: Thresholds, memory: PolicyMemory | None = None) -> None:
+        self.thresholds = thresholds
+        self.memory = memory or PolicyMemory()
+        self.last_decision: Decision | None = None
+        self.decisions = 0
+        self.escalations_by_reason: dict[str, int] = {}
+
+    def evaluate(self, stats: WindowStats, queue: QueueState) -> Decision:
+        decision, self.memory = decide(stats, self.thresholds, queue, self.memory)
+        self.last_decision = decision
+        self.decisions += 1
+        if decision.escalate:
+            self.escalations_by_reason[decision.reason] = self.escalations_by_reason.get(decision.reason, 0) + 1
+        return decision
+
+    def suppress(self, flags: Iterable[str], until: float, reason: str | None = None) -> None:
+        """After a dismissal: the pattern ``flags`` does not escalate before ``until`` (source time).
+
+        A dismissed *audit* suppresses nothing: an audit samples a calm sequence, so its
+        dismissal says nothing about a pattern (pass the escalation's reason to get this).
+        """
+        if reason == "audit":
+            return
+        self.memory = suppress(self.memory, flags, until)
+
+    def set_bar(self, bar: int) -> None:
+        """Raise or lower the backpressure bar (e.g. from a load profile)."""
+        self.thresholds = replace(self.thresholds, bar=bar)
+
+    def thresholds_in_force(self) -> dict[str, Any]:
+        return self.thresholds.to_json()
