@@ -38,6 +38,22 @@ class GateConfig(_Section):
     global_change_fraction: float = Field(0.6, gt=0.0, le=1.0, description="A change covering at least this share of the frame is a global change (lights, camera moved or covered).")
     background_alpha: float = Field(0.05, gt=0.0, le=1.0, description="How fast the slow background follows the scene, per sampled frame.")
     max_skip_s: float = Field(10.0, gt=0, le=3600, description="Heartbeat: analyse at least one frame this often (source seconds) even when static.")
+    grid_cols: int = Field(16, ge=2, le=64, description="Blocks across the thumbnail; each block learns its own baseline of normal change (rows follow the aspect).")
+    lag_s: float = Field(0.5, gt=0, le=10, description="Motion is measured against the frame this many source seconds earlier.")
+    baseline_s: float = Field(20.0, gt=0, le=3600, description="Time constant (source seconds) over which each block learns how much it normally changes.")
+    block_sigma: float = Field(4.0, gt=0, le=100, description="A block stands out when its change exceeds its learned mean by this many standard deviations...")
+    block_min_change: float = Field(4.0, gt=0, le=255, description="...and by at least this many grey levels (mean absolute difference in the block).")
+    global_gain: float = Field(1.5, gt=1.0, le=100, description="A frame-wide brightness ratio jump of at least this much (either way) is a global lighting change.")
+
+
+class BudgetConfig(_Section):
+    max_calls_per_min: int = Field(24, ge=1, le=3600, description="Student calls per camera per minute at most, outside safety (the first frame, global changes and heartbeats always go).")
+    min_spacing_s: float = Field(1.0, ge=0, le=3600, description="Source seconds between two budgeted student calls at least.")
+    burst: int = Field(2, ge=1, le=600, description="Calls that may be saved up in quiet times and spent at once when something starts.")
+    quiet_s: float = Field(2.0, gt=0, le=3600, description="A change after this many source seconds without one starts a new episode; its first frame is always sent (when the budget allows).")
+    peak_factor: float = Field(4.0, gt=1.0, le=100, description="Within an episode, send a frame whose change is this many times stronger (salience, weighted toward the centre) than the last one sent.")
+    refresh_s: float = Field(3.0, gt=0, le=3600, description="During a long episode, send a frame at least this often unless it is a near-duplicate.")
+    duplicate_iou: float = Field(0.5, ge=0.0, le=1.0, description="A changing region overlapping the last sent one by at least this much (intersection over union) is a near-duplicate.")
 
 
 class EncodeConfig(_Section):
@@ -84,7 +100,7 @@ class WindowConfig(_Section):
 
 class EscalationConfig(_Section):
     min_confidence: float = Field(0.72, ge=0.0, le=1.0, description="Student confidence below this, sustained over the window, escalates.")
-    safety_triggers: list[str] = Field(default_factory=lambda: list(DEFAULT_SAFETY_TRIGGERS), description="Flags that are safety triggers.")
+    safety_triggers: list[str] = Field(default_factory=lambda: list(DEFAULT_SAFETY_TRIGGERS), description="Flags that are safety triggers (tamper always is one: a blinded camera sees no other hazard).")
     persistence_k: int = Field(2, ge=1, le=100, description="A safety flag must be in k of the last n analysed frames to escalate.")
     persistence_n: int = Field(3, ge=1, le=100, description="See persistence_k.")
     audit_every: int = Field(120, ge=1, le=100000, description="Send a calm sequence to the teacher every this many analysed frames (samples silent misses).")
@@ -135,6 +151,7 @@ class Settings(_Section):
     camera_id: str = Field("cam0", min_length=1, description="Camera id used in events when the source does not name one.")
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
     encode: EncodeConfig = Field(default_factory=EncodeConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
@@ -144,7 +161,7 @@ class Settings(_Section):
     zones: list[Zone] = Field(default_factory=list, description="Polygons where a person is an intrusion.")
     offline: OfflineConfig = Field(default_factory=OfflineConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Logging level on stderr (state transitions are logged at INFO; they are always in decisions.jsonl).")
 
 
 def _field_info(loc: tuple[Any, ...]) -> Any:

@@ -33,7 +33,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 from pipeline.config import EscalationConfig
-from pipeline.records import Priority, WindowStats, normalise_flag
+from pipeline.records import ALWAYS_TRIGGERS, Priority, WindowStats, normalise_flag
 
 # --------------------------------------------------------------------------------------
 # Matching safety words
@@ -194,7 +194,7 @@ class Thresholds:
     def from_config(cls, cfg: EscalationConfig, *, bar: int = 0, cooloff_s: float | None = None) -> "Thresholds":
         return cls(
             min_confidence=cfg.min_confidence,
-            safety_triggers=frozenset(normalise_flag(t) for t in cfg.safety_triggers if t.strip()),
+            safety_triggers=frozenset(normalise_flag(t) for t in cfg.safety_triggers if t.strip()) | ALWAYS_TRIGGERS,
             persistence_k=cfg.persistence_k,
             persistence_n=cfg.persistence_n,
             audit_every=cfg.audit_every,
@@ -372,7 +372,11 @@ def decide(
         candidates.append(("low_confidence", stats.active_flags, "low_confidence"))
     if flipping:
         candidates.append(("flag_flip", flipping, "flag_flip"))
-    if scene_change_at is not None:
+    # A scene change that carries a safety flag (a covered lens reads as both) waits for the
+    # safety path to see whether the flag persists: a teacher shown one frame of it would
+    # dismiss it, and the dismissal would suppress the real alarm.  The change stays pending
+    # for a window, so it is still reviewed if the flag fades.
+    if scene_change_at is not None and not (current_safety - persisting):
         candidates.append(("scene_change", stats.active_flags, "scene_change"))
     if audit_due:
         candidates.append(("audit", stats.active_flags, "audit"))

@@ -15,6 +15,8 @@ from pipeline.records import EncodedFrame, Escalation, FrameReport
 
 #: A change scores at least this much to "stand out" (one flag on/off scores 1).
 STAND_OUT_SCORE = 0.25
+#: Frames at most this many source seconds before the pattern's first frame serve as context.
+CONTEXT_BEFORE_S = 3.0
 
 Entry = tuple[FrameReport, EncodedFrame | None]
 
@@ -48,7 +50,8 @@ def select_keyframes(
 
     Chosen: the first frame of the pattern, the latest, the frames where the student's answer
     changed most (flag set symmetric difference + |Δconfidence|, when at least
-    ``STAND_OUT_SCORE``), then frames spread evenly over the pattern, then context before it.
+    ``STAND_OUT_SCORE``), then frames spread evenly over the pattern, then context from the
+    ``CONTEXT_BEFORE_S`` seconds before it.
 
     The first frame of the pattern is the first entry at or after ``pattern_start`` whose
     flags or observations speak of ``flags`` (the escalated ones), else the first at or
@@ -85,7 +88,12 @@ def select_keyframes(
             break
         chosen.add(i)
     chosen.update(_spread(max_keyframes - len(chosen), range(first, last + 1), chosen))
-    chosen.update(_spread(max_keyframes - len(chosen), range(0, first), chosen))
+    # Context before the pattern shows what it changed from (upright before a fall, the view
+    # before a cover) — but only the last few seconds of it: older frames may hold an earlier,
+    # unrelated incident still in the window, and the teacher would rule on that instead.
+    context_from = usable[first][0].timestamp - CONTEXT_BEFORE_S
+    context = [i for i in range(0, first) if usable[i][0].timestamp >= context_from]
+    chosen.update(_spread(max_keyframes - len(chosen), context, chosen))
     return tuple(usable[i][1] for i in sorted(chosen))
 
 

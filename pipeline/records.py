@@ -33,6 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 #: ``model_error`` (the analysis itself failed) are operational flags that matter too.
 SAFETY_FLAGS: tuple[str, ...] = ("fire", "smoke", "fall", "intrusion", "weapon", "blood", "tamper")
 MODEL_ERROR_FLAG = "model_error"
+#: Flags that are always safety triggers whatever the configured list says: a covered or
+#: moved camera is blind to every other hazard, so it must reach a person.
+ALWAYS_TRIGGERS: frozenset[str] = frozenset({"tamper"})
 
 _SPACES = re.compile(r"[\s\-]+")
 
@@ -129,6 +132,8 @@ class GateReason(str, Enum):
     CHANGE = "change"
     GLOBAL_CHANGE = "global_change"
     HEARTBEAT = "heartbeat"
+    SAFETY_WATCH = "safety_watch"
+    """Static, but a safety flag is open: the student keeps looking at up to sample_fps."""
     STATIC = "static"
 
 
@@ -140,6 +145,12 @@ class GateDecision:
     """Change score of this frame against the last analysed one (0..255 mean abs difference)."""
     changed_fraction: float = 0.0
     """Share of the downscaled frame whose pixels changed noticeably (0..1)."""
+    salience: float = 0.0
+    """How much the change stands out from what normally moves in its regions (0 = nothing does)."""
+    region: tuple[float, float, float, float] | None = None
+    """Bounding box (x0, y0, x1, y1 as fractions of width and height) of the regions whose change stood out."""
+    global_kind: str | None = None
+    """For a global change (or a blank first frame): 'lighting_change' or 'tamper' (covered, moved, view replaced)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -80,6 +80,7 @@ from transitions import Machine
 from pipeline.config import StatesConfig
 from pipeline.escalation import match_safety
 from pipeline.records import (
+    ALWAYS_TRIGGERS,
     MODEL_ERROR_FLAG,
     Event,
     ReviewStatus,
@@ -101,7 +102,6 @@ STATES: tuple[str, ...] = ("idle", "observing", "suspicious", "alert", "cooldown
 VERDICT_TIMEOUT_S = 60.0
 
 #: Flags that always count as safety triggers, whatever the configuration says.
-ALWAYS_TRIGGERS: frozenset[str] = frozenset({"tamper"})
 
 #: Distinct flag sets whose trigger matching is remembered (flag sets repeat frame after frame).
 _TRIGGER_CACHE_SIZE = 1024
@@ -362,7 +362,10 @@ class CameraMonitor:
         if safety and not types:
             types = sorted(norm) or ["safety"]
         for ev in self._alerts.values():
-            if ev.type in canonical or safety:
+            # A lower-priority review (low confidence, audit, flips) of a window that still
+            # shows a confirmed alert must not put that alert back in doubt: only a new
+            # safety escalation re-opens review of an alert.
+            if safety or (ev.type in canonical and ev.review != Review.CONFIRMED):
                 self._mark_review(ev, escalation_id, Review.PENDING_REVIEW, why)
         if safety:
             for kind in types:

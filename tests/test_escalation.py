@@ -311,7 +311,7 @@ def test_deferred_audit_stays_due_and_fires_when_pressure_drops() -> None:
 
 def test_thresholds_from_config_and_bounds() -> None:
     th = Thresholds.from_config(EscalationConfig(safety_triggers=["Fire", "Person Fall"], audit_every=7))
-    assert th.safety_triggers == {"fire", "person_fall"} and th.audit_every == 7 and th.bar == 0
+    assert th.safety_triggers == {"fire", "person_fall", "tamper"} and th.audit_every == 7 and th.bar == 0  # tamper always
     with pytest.raises(ValueError, match="bar"):
         thresholds(bar=9)
     with pytest.raises(ValueError, match="persistence_k"):

@@ -1,0 +1,246 @@
+"""Command line: ``run_camera.py SOURCE [options]`` and ``run_camera.py doctor``.
+
+Every expected failure ends as one clear line on stderr and exit code 2 (usage/config) or
+1 (runtime) — never a traceback.  SIGINT/SIGTERM stop reading, flush the logs and the
+summary, and exit cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from pipeline import __version__
+from pipeline.errors import EdgewatchError, UsageError
+from pipeline.records import Event
+
+log = logging.getLogger("edgewatch")
+
+SUBCOMMANDS = ("doctor",)
+DEMO_VIDEO = Path(__file__).resolve().parent.parent / "fixtures" / "demo" / "demo.mp4"
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting, so errors stay one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see --help)")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = _ArgumentParser(
+        prog="edgewatch",
+        description="Watch a video file, image folder, webcam or stream and report events. "
+        "Sub-commands: doctor (check models and source).",
+    )
+    p.add_argument("source", help="video file, folder of images, webcam index (0), or stream URL; 'demo' for the bundled demo clip")
+    p.add_argument("--config", type=Path, help="YAML config file (see config.example.yaml)")
+    p.add_argument("--out", type=Path, help="output folder (default ./edgewatch-out)")
+    p.add_argument("--camera-id", help="camera id used in events (default: config camera_id)")
+    p.add_argument("--realtime", action="store_true", help="pace files to their fps instead of as fast as possible")
+    p.add_argument("--display", action="store_true", help="show annotated frames (needs a display)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N sampled frames")
+    p.add_argument("--zone", action="append", default=[], metavar="NAME:X,Y;X,Y;X,Y",
+                   help="intrusion zone polygon as fractions of width,height (repeatable)")
+    p.add_argument("--student", choices=["auto", "offline", "ollama"], help="student backend (default: config, auto)")
+    p.add_argument("--teacher", choices=["auto", "offline", "ollama"], help="teacher backend (default: config, auto)")
+    p.add_argument("--ollama-host", help="Ollama host for student and teacher (default: config)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"edgewatch {__version__}")
+    return p
+
+
+def _doctor_parser() -> argparse.ArgumentParser:
+    p = _ArgumentParser(prog="edgewatch doctor", description="Check the configured Ollama hosts, models and (optionally) a source.")
+    p.add_argument("--config", type=Path)
+    p.add_argument("--source", help="also check that this source opens")
+    p.add_argument("--ollama-host", help="Ollama host for student and teacher (default: config)")
+    return p
+
+
+def _parse_zone(text: str) -> dict[str, object]:
+    name, sep, rest = text.partition(":")
+    if not sep or not name.strip():
+        raise UsageError(f"--zone {text!r}: expected NAME:X,Y;X,Y;X,Y")
+    points = []
+    for pair in rest.split(";"):
+        try:
+            x, y = (float(v) for v in pair.split(","))
+        except ValueError:
+            raise UsageError(f"--zone {text!r}: point {pair!r} is not X,Y") from None
+        points.append((x, y))
+    return {"name": name.strip(), "points": points}
+
+
+def _setup_logging(verbose: bool, level: str) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load(args: argparse.Namespace):  # noqa: ANN202 - returns Settings
+    from pipeline.config import load_settings, settings_from_dict
+
+    settings = load_settings(args.config)
+    overrides = settings.model_dump()
+    if getattr(args, "out", None) is not None:
+        overrides["output"]["out_dir"] = args.out
+    if getattr(args, "camera_id", None):
+        overrides["camera_id"] = args.camera_id
+    if getattr(args, "realtime", False):
+        overrides["capture"]["realtime"] = True
+    if getattr(args, "zone", None):
+        overrides["zones"] = overrides["zones"] + [_parse_zone(z) for z in args.zone]
+    for role in ("student", "teacher"):
+        if getattr(args, role, None):
+            overrides[role]["backend"] = getattr(args, role)
+    if getattr(args, "ollama_host", None):
+        overrides["student"]["host"] = args.ollama_host
+        overrides["teacher"]["host"] = args.ollama_host
+    return settings_from_dict(overrides)
+
+
+class _Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self._last = -1
+
+    def __call__(self, index: int, total: int | None) -> None:
+        if not self.enabled or not total:
+            return
+        pct = min(100, int(100 * (index + 1) / total))
+        if pct != self._last:
+            self._last = pct
+            bar = "#" * (pct // 4)
+            sys.stderr.write(f"\r[{bar:<25}] {pct:3d}%")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self._last >= 0:
+            sys.stderr.write("\n")
+
+
+class _EventPrinter:
+    """One line per event start, review change and end — not for every internal update."""
+
+    def __init__(self) -> None:
+        self._shown: dict[str, tuple[str, str]] = {}
+
+    def __call__(self, event: Event) -> None:
+        key = (event.type, event.review.value)
+        if event.phase == "update" and self._shown.get(event.id) == key:
+            return
+        self._shown[event.id] = key
+        if event.phase == "end":
+            self._shown.pop(event.id, None)
+        end = f"-{event.end:.1f}s" if event.end is not None else ""
+        review = f" [{event.review.value}]" if event.severity == "alert" else ""
+        why = ""
+        if event.phase == "new" and event.reasons:
+            why = f" — {event.reasons[-1]}"
+        elif event.phase == "update" and event.explanation:
+            why = f" — {event.explanation.split('. ')[0].rstrip('.')}"
+        sys.stdout.write(
+            f"{event.phase:>6} {event.severity:<8} {event.type:<8} {event.camera} t={event.start:.1f}s{end}"
+            f" conf={event.peak_confidence:.2f}{review}{why}\n"
+        )
+        sys.stdout.flush()
+
+
+def cmd_run(argv: Sequence[str]) -> int:
+    args = _run_parser().parse_args(argv)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError("--max-frames must be >= 1")
+    settings = _load(args)
+    _setup_logging(args.verbose, settings.log_level)
+    source = str(DEMO_VIDEO) if args.source == "demo" else args.source
+
+    from pipeline.clock import SystemClock
+    from pipeline.runner import Runner, select_backends
+    from pipeline.sinks.files import prepare_out_dir
+
+    prepare_out_dir(Path(settings.output.out_dir))  # fail on an unwritable --out before probing models
+    clock = SystemClock()
+    backends = select_backends(settings, clock)
+    if backends.fallback:
+        sys.stderr.write(f"edgewatch: NOTICE: {backends.fallback}\n")
+    for notice in backends.notices:
+        log.info("%s", notice)
+
+    display = None
+    if args.display:
+        from pipeline.display import open_display
+
+        display = open_display()
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        log.warning("received %s: stopping after the current frame", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    progress = _Progress()
+    try:
+        runner = Runner(
+            settings,
+            backends,
+            clock=clock,
+            on_event=None if args.quiet else _EventPrinter(),
+            on_progress=progress,
+            stop=stop,
+            display=display,
+        )
+        summary = runner.run(source, max_frames=args.max_frames)
+    finally:
+        progress.done()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if display is not None:
+            display.close()
+    sys.stdout.write(summary.render() + "\n")
+    return 0
+
+
+def cmd_doctor(argv: Sequence[str]) -> int:
+    args = _doctor_parser().parse_args(argv)
+    settings = _load(args)
+    _setup_logging(False, "WARNING")
+    from pipeline.clock import SystemClock
+    from pipeline.doctor import all_ready, format_table, run_doctor
+
+    rows = run_doctor(settings, args.source, SystemClock())
+    sys.stdout.write(format_table(rows) + "\n")
+    return 0 if all_ready(rows) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "doctor":
+            return cmd_doctor(argv[1:])
+        if not argv:
+            raise UsageError("no SOURCE given: try `edgewatch demo`, a video file, a webcam index or a stream URL (see --help)")
+        return cmd_run(argv)
+    except EdgewatchError as exc:
+        sys.stderr.write(f"edgewatch: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("edgewatch: interrupted\n")
+        return 130
+    except Exception as exc:  # last line of defence: one line, and the details only with EDGEWATCH_DEBUG
+        if os.environ.get("EDGEWATCH_DEBUG"):
+            raise
+        sys.stderr.write(f"edgewatch: internal error: {exc.__class__.__name__}: {exc} (set EDGEWATCH_DEBUG=1 for details)\n")
+        return 1
