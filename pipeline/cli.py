@@ -8,6 +8,7 @@ summary, and exit cleanly.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -22,7 +23,17 @@ from pipeline.records import Event
 
 log = logging.getLogger("edgewatch")
 
-SUBCOMMANDS = ("doctor",)
+#: Sub-commands implemented in their own modules: name -> (module, function taking argv, returning an exit code).
+#: Each module owns its argument parsing; this table is the one place that lists them.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "doctor": ("pipeline.cli", "cmd_doctor"),
+    "evaluate": ("pipeline.evaluation", "cmd_evaluate"),
+    "thresholds": ("pipeline.thresholds", "cmd_thresholds"),
+    "skills": ("pipeline.skills", "cmd_skills"),
+    "calibration": ("pipeline.calibration", "cmd_calibration"),
+    "finetune-readiness": ("pipeline.calibration", "cmd_finetune_readiness"),
+    "export-dataset": ("pipeline.calibration", "cmd_export_dataset"),
+}
 DEMO_VIDEO = Path(__file__).resolve().parent.parent / "fixtures" / "demo" / "demo.mp4"
 
 
@@ -37,7 +48,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p = _ArgumentParser(
         prog="edgewatch",
         description="Watch a video file, image folder, webcam or stream and report events. "
-        "Sub-commands: doctor (check models and source).",
+        "Sub-commands: " + ", ".join(SUBCOMMANDS) + " (each with --help).",
     )
     p.add_argument("source", help="video file, folder of images, webcam index (0), or stream URL; 'demo' for the bundled demo clip")
     p.add_argument("--config", type=Path, help="YAML config file (see config.example.yaml)")
@@ -228,8 +239,15 @@ def cmd_doctor(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] == "doctor":
-            return cmd_doctor(argv[1:])
+        if argv and argv[0] in SUBCOMMANDS:
+            module_name, function_name = SUBCOMMANDS[argv[0]]
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name != module_name:
+                    raise
+                raise UsageError(f"'{argv[0]}' is not available in this version of edgewatch") from None
+            return int(getattr(module, function_name)(argv[1:]))
         if not argv:
             raise UsageError("no SOURCE given: try `edgewatch demo`, a video file, a webcam index or a stream URL (see --help)")
         return cmd_run(argv)

@@ -183,6 +183,8 @@ class Thresholds:
     """Backpressure raised from outside (0 = normal, 1 defers audits, 2 also flips/scene changes, 3 also low confidence)."""
     cooloff_s: float | None = None
     """How long an escalated pattern is not re-sent; None = the window's length."""
+    rearm_after_s: float = 2.0
+    """A safety flag back after this long absent is a new onset (see `Onsets`)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.persistence_k <= self.persistence_n:
@@ -201,6 +203,7 @@ class Thresholds:
             flip_limit=cfg.flip_limit,
             bar=bar,
             cooloff_s=cooloff_s,
+            rearm_after_s=cfg.rearm_after_s,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -241,6 +244,38 @@ def _frozen_map(data: Mapping[Any, Any] | None = None) -> Mapping[Any, Any]:
 
 
 @dataclass(frozen=True)
+class Onsets:
+    """When each safety trigger was last reported, and which were since reported absent.
+
+    A trigger that comes back after an analysed report without it, and after at least
+    ``rearm_s`` of source time, is a *new onset*: a dismissal or an escalation of the earlier
+    pattern no longer holds it back (a steady lamp dismissed at 32 s must not hide a fire at
+    38 s).  A trigger that is merely not re-analysed (a static scene the gate skips) is not
+    absent, so a dismissed pattern stays dismissed while it stays in view.
+    """
+
+    last_seen: Mapping[str, float] = field(default_factory=_frozen_map)
+    absent: frozenset[str] = frozenset()
+
+
+def track_onsets(onsets: Onsets, present: frozenset[str], now: float, rearm_s: float) -> tuple[Onsets, frozenset[str]]:
+    """Fold one analysed report's triggers into ``onsets``; return the new memory and the new onsets."""
+    new_onsets = frozenset(
+        f for f in present if f in onsets.absent and now - onsets.last_seen.get(f, now) >= rearm_s
+    )
+    last_seen = dict(onsets.last_seen)
+    for flag in present:
+        last_seen[flag] = now
+    absent = (onsets.absent | frozenset(last_seen)) - present
+    return Onsets(last_seen=_frozen_map(last_seen), absent=frozenset(absent)), new_onsets
+
+
+def drop_patterns_with(patterns: Mapping[frozenset[str], float], flags: frozenset[str]) -> dict[frozenset[str], float]:
+    """``patterns`` without those that name any of ``flags`` (they had a new onset)."""
+    return {p: t for p, t in patterns.items() if not (p & flags)}
+
+
+@dataclass(frozen=True)
 class PolicyMemory:
     analysed_since_audit: int = 0
     suppressed: Mapping[frozenset[str], float] = field(default_factory=_frozen_map)
@@ -256,6 +291,7 @@ class PolicyMemory:
     scene_change_at: float | None = None
     """Source time of a scene change not yet sent (deferred changes wait up to one window)."""
     last_timestamp: float | None = None
+    onsets: Onsets = field(default_factory=Onsets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +353,16 @@ def decide(
 
     # -- per-frame memory (the window only carries aggregates) --------------------------
     current_safety = match_safety(stats.active_flags, stats.observations, thresholds.safety_triggers)
+    onsets, new_onsets = memory.onsets, frozenset()
+    if is_new_frame:
+        onsets, new_onsets = track_onsets(memory.onsets, current_safety, now, thresholds.rearm_after_s)
+    if new_onsets:
+        # A new onset is a new incident: what the teacher said about the old one no longer applies.
+        memory = replace(
+            memory,
+            suppressed=_frozen_map(drop_patterns_with(memory.suppressed, new_onsets)),
+            escalated_patterns=_frozen_map(drop_patterns_with(memory.escalated_patterns, new_onsets)),
+        )
     this_frame = FrameTrace(now, current_safety, stats.confidence_last)
     kept = tuple(t for t in memory.trace if now - t.timestamp <= stats.window_s and t.timestamp < now)
     trace = (kept + (this_frame,))[-max(stats.n_reports, 1, thresholds.persistence_n):]
@@ -431,6 +477,7 @@ def decide(
         last_scene_change=stats.scene_change,
         scene_change_at=scene_change_at,
         last_timestamp=now if memory.last_timestamp is None else max(now, memory.last_timestamp),
+        onsets=onsets,
     )
 
     if chosen is not None:

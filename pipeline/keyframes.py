@@ -97,6 +97,29 @@ def select_keyframes(
     return tuple(usable[i][1] for i in sorted(chosen))
 
 
+def pattern_onset(entries: Sequence[Entry], flags: Iterable[str], rearm_after_s: float) -> float | None:
+    """Source time the current run of ``flags`` began, looking back from the newest entry.
+
+    The run ends (going back) where the flags were absent from an analysed report and had last
+    been seen at least ``rearm_after_s`` earlier — the same rule that makes a new onset in the
+    escalation policy, so the teacher is shown this incident, not an earlier one in the window.
+    None when no entry carries the flags.
+    """
+    wanted = frozenset(flags)
+    if not wanted:
+        return None
+    onset: float | None = None
+    absent_since_onset = False
+    for report, _ in sorted(entries, key=lambda e: e[0].timestamp, reverse=True):
+        if match_safety(report.flags, report.observations, wanted):
+            if onset is not None and absent_since_onset and onset - report.timestamp >= rearm_after_s:
+                break
+            onset, absent_since_onset = report.timestamp, False
+        elif onset is not None:
+            absent_since_onset = True
+    return onset
+
+
 def build_escalation(
     *,
     escalation_id: str,

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.analyzers.base import Student, Teacher
+from pipeline.analyzers.fallback import CircuitBreaker, FallbackStudent
 from pipeline.capture import Sampler, open_source
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.encode import encode_frame
 from pipeline.escalation import EscalationPolicy, Thresholds
 from pipeline.gate import ChangeGate
-from pipeline.keyframes import build_escalation
+from pipeline.keyframes import build_escalation, pattern_onset
 from pipeline.records import EncodedFrame, Event, FrameReport, GateReason, Priority, VerdictKind
 from pipeline.sinks.files import JsonlWriter, SnapshotWriter, prepare_out_dir, write_json_atomically
 from pipeline.student_pool import StudentPool
@@ -107,8 +108,6 @@ def _ollama_analyzer(role: str, settings: Settings, clock: Clock, offline: Any) 
 
     if role == "teacher":
         return OllamaTeacher(settings.teacher, TEACHER_PROMPT, clock)
-    from pipeline.analyzers.fallback import CircuitBreaker, FallbackStudent
-
     primary = OllamaStudent(settings.student, STUDENT_PROMPT, clock)
     primary.warm_up()
     # The offline analyzer stands by: the breaker switches to it (and back) with an event each time.
@@ -133,6 +132,7 @@ class RunSummary:
     frames_analysed: int = 0
     student_failures: int = 0
     student_stale_dropped: int = 0
+    backend_switches: int = 0
     student_latency_ms_mean: float = 0.0
     events_by_type: dict[str, int] = field(default_factory=dict)
     alerts_by_review: dict[str, int] = field(default_factory=dict)
@@ -191,6 +191,7 @@ class Runner:
         on_progress: ProgressCallback | None = None,
         stop: threading.Event | None = None,
         display: Any | None = None,
+        policy_factory: Callable[[Settings, str], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.backends = backends
@@ -199,6 +200,9 @@ class Runner:
         self.on_progress = on_progress
         self.stop = stop or threading.Event()
         self.display = display
+        # Evaluation swaps in baseline routing policies (same interface as EscalationPolicy:
+        # evaluate, suppress, thresholds_in_force); monitoring always uses ours.
+        self.policy_factory = policy_factory or (lambda settings, camera: EscalationPolicy(Thresholds.from_config(settings.escalation)))
 
     def run(self, source_spec: str, *, max_frames: int | None = None) -> RunSummary:
         s = self.settings
@@ -229,8 +233,9 @@ class Runner:
             s.states,
             safety_triggers=s.escalation.safety_triggers,
             suppress_s=s.escalation.suppress_after_dismiss_s,
+            rearm_after_s=s.escalation.rearm_after_s,
         )
-        policy = EscalationPolicy(Thresholds.from_config(s.escalation))
+        policy = self.policy_factory(s, camera)
         student_concurrency = s.student.max_concurrent if self.backends.student.backend != "offline" else 1
         pool = StudentPool(self.backends.student, student_concurrency, drop_stale=not replay)
         queue = TeacherQueue(self.backends.teacher, s.teacher, self.clock)
@@ -284,6 +289,7 @@ class Runner:
                     entries=window.entries(),
                     max_keyframes=s.teacher.max_keyframes,
                     created_at=report.timestamp,
+                    pattern_start=pattern_onset(window.entries(), decision.flags, s.escalation.rearm_after_s),
                 )
                 summary.escalations_by_reason[decision.reason] = summary.escalations_by_reason.get(decision.reason, 0) + 1
                 result = queue.submit(escalation)
@@ -313,6 +319,25 @@ class Runner:
                     policy.suppress(result.escalation.flags, last_ts + s.escalation.suppress_after_dismiss_s, reason=result.escalation.reason)
                 run.apply(monitor.apply_verdict(verdict, last_ts))
 
+        switches: list[Any] = []
+        switch_lock = threading.Lock()
+
+        def on_switch(event: Any) -> None:  # called on a student worker thread
+            with switch_lock:
+                switches.append(event)
+
+        if isinstance(self.backends.student, FallbackStudent):
+            self.backends.student.set_on_switch(on_switch)
+
+        def handle_switches() -> None:
+            with switch_lock:
+                pending, switches[:] = list(switches), []
+            for sw in pending:
+                summary.backend_switches += 1
+                log.warning("%s: student switched %s -> %s (%s)", camera, sw.from_backend, sw.to_backend, sw.reason)
+                decisions_log.write({"kind": "backend_switch", "camera": camera, "t": round(sw.timestamp, 3),
+                                     "from": sw.from_backend, "to": sw.to_backend, "reason": sw.reason})
+
         frames = source.frames(sampler=sampler)
         try:
             for frame in frames:
@@ -338,12 +363,14 @@ class Runner:
                     run.apply(monitor.tick(frame.timestamp))
                 handle_reports(pool.completed())
                 handle_verdicts()
+                handle_switches()
                 if self.display is not None:
                     self.display.show(frame, monitor.state, window.stats() if summary.frames_analysed else None)
                 if max_frames is not None and summary.frames_sampled >= max_frames:
                     summary.stopped_early = f"--max-frames {max_frames}"
                     break
             handle_reports(pool.drain())
+            handle_switches()
             queue.close(drain=True, timeout_s=max(10.0, s.teacher.timeout_ms / 1000.0 * (queue.state().depth + 1)))
             handle_verdicts()
             end_ts = max(last_ts, source.stats.last_timestamp if hasattr(source.stats, "last_timestamp") else last_ts)

@@ -78,7 +78,7 @@ from typing import Any, Literal
 from transitions import Machine
 
 from pipeline.config import StatesConfig
-from pipeline.escalation import match_safety
+from pipeline.escalation import Onsets, drop_patterns_with, match_safety, track_onsets
 from pipeline.records import (
     ALWAYS_TRIGGERS,
     MODEL_ERROR_FLAG,
@@ -240,12 +240,15 @@ class CameraMonitor:
         *,
         suppress_s: float = 30.0,
         verdict_timeout_s: float = VERDICT_TIMEOUT_S,
+        rearm_after_s: float = 2.0,
     ) -> None:
         self.camera = camera
         self.cfg = cfg
         self.triggers: frozenset[str] = frozenset(normalise_flag(f) for f in safety_triggers if f and f.strip()) | ALWAYS_TRIGGERS
         self.suppress_s = max(0.0, float(suppress_s))
         self.verdict_timeout_s = float(verdict_timeout_s)
+        self.rearm_after_s = max(0.0, float(rearm_after_s))
+        self._onsets = Onsets()
 
         self._now = -math.inf
         self._stats: WindowStats | None = None
@@ -292,6 +295,12 @@ class CameraMonitor:
         t = self._advance(stats.timestamp)
         self._stats = stats
         self._carried = 0
+        self._onsets, new_onsets = track_onsets(self._onsets, self._triggers_in(stats.active_flags), t, self.rearm_after_s)
+        if new_onsets and self._suppressed:
+            # The same rule as the escalation policy: a flag back after a real absence is a new
+            # incident, and an earlier dismissal does not hide it.
+            self._suppressed = drop_patterns_with(self._suppressed, new_onsets)
+            log.info("%s t=%.2f: %s back after an absence: dismissal no longer applies", self.camera, t, sorted(new_onsets))
         flags = self._live_triggers(stats.active_flags, t)
         activity = self._activity_kind(stats)
         if activity is not None or flags:

@@ -200,6 +200,10 @@ class FallbackStudent:
                 return self._fallback.analyze(item)
         return report
 
+    def set_on_switch(self, on_switch: Callable[[SwitchEvent], None] | None) -> None:
+        """Who hears about switches (the runner sets this once it has its decision log open)."""
+        self._on_switch = on_switch
+
     def close(self) -> None:
         for student in (self._primary, self._fallback):
             try:

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# CI: install the real local servers the live tests start on 127.0.0.1 (run as root on Debian 12).
+#   mosquitto                      MQTT broker for tests/test_mqtt.py (started by the tests, never as a daemon)
+#   python3-gi + gst-rtsp-server   the GStreamer RTSP server tests/servers.py runs under /usr/bin/python3
+#   gstreamer1.0-plugins-base      decodebin, videoconvert
+#   gstreamer1.0-plugins-good      avidemux, jpegdec, rtph264pay, the RTSP/TCP plumbing
+#   gstreamer1.0-plugins-bad       intervideosrc/intervideosink (loops the clip forever)
+#   gstreamer1.0-plugins-ugly      x264enc (the test stream is H.264, like real cameras)
+# The test clip is MJPG in .avi, so gstreamer1.0-libav is not needed.
+# Idempotent: packages already present are skipped by apt-get; quiet unless something fails.
+set -euo pipefail
+
+PACKAGES=(
+  mosquitto
+  python3-gi gir1.2-gst-rtsp-server-1.0
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "services.sh: must run as root (apt-get install)" >&2
+  exit 1
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  log="$(mktemp)"
+  if ! { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "services.sh: apt-get failed for: ${missing[*]}" >&2
+    exit 1
+  fi
+  rm -f "$log"
+fi
+
+# Fail here, clearly, rather than as skipped tests: check what the tests actually use.
+command -v mosquitto >/dev/null || { echo "services.sh: mosquitto not on PATH after install" >&2; exit 1; }
+/usr/bin/python3 - <<'PY' || { echo "services.sh: GStreamer RTSP server not usable from /usr/bin/python3" >&2; exit 1; }
+import gi
+for ns in ("Gst", "GstRtsp", "GstRtspServer"):
+    gi.require_version(ns, "1.0")
+from gi.repository import Gst, GstRtspServer  # noqa: F401
+Gst.init(None)
+for element in ("intervideosink", "intervideosrc", "x264enc", "rtph264pay", "decodebin", "videoconvert", "avidemux"):
+    assert Gst.ElementFactory.find(element) is not None, f"GStreamer element {element} missing"
+PY
+echo "services.sh: mosquitto and the GStreamer RTSP server are ready"
