@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import signal
@@ -50,7 +51,8 @@ def _run_parser() -> argparse.ArgumentParser:
         description="Watch a video file, image folder, webcam or stream and report events. "
         "Sub-commands: " + ", ".join(SUBCOMMANDS) + " (each with --help).",
     )
-    p.add_argument("source", help="video file, folder of images, webcam index (0), or stream URL; 'demo' for the bundled demo clip")
+    p.add_argument("source", nargs="?", help="video file, folder of images, webcam index (0), or stream URL; 'demo' for the "
+                   "bundled demo clip; omit it to watch the config's cameras: list")
     p.add_argument("--config", type=Path, help="YAML config file (see config.example.yaml)")
     p.add_argument("--out", type=Path, help="output folder (default ./edgewatch-out)")
     p.add_argument("--camera-id", help="camera id used in events (default: config camera_id)")
@@ -90,12 +92,24 @@ def _parse_zone(text: str) -> dict[str, object]:
     return {"name": name.strip(), "points": points}
 
 
-def _setup_logging(verbose: bool, level: str) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per log record, for journald and containers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _setup_logging(verbose: bool, level: str, log_format: str = "auto") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    handler.setFormatter(_JsonFormatter() if use_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else getattr(logging, level))
 
 
 def _load(args: argparse.Namespace):  # noqa: ANN202 - returns Settings
@@ -174,15 +188,22 @@ def cmd_run(argv: Sequence[str]) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError("--max-frames must be >= 1")
     settings = _load(args)
-    _setup_logging(args.verbose, settings.log_level)
+    _setup_logging(args.verbose, settings.log_level, settings.log_format)
     source = str(DEMO_VIDEO) if args.source == "demo" else args.source
+    if source is None and not settings.cameras:
+        raise UsageError("no SOURCE given and the config has no cameras: try `edgewatch demo`, a video file, "
+                         "a webcam index or a stream URL (see --help)")
 
+    from pipeline.capture import open_source
     from pipeline.clock import SystemClock
     from pipeline.runner import Runner, select_backends
     from pipeline.sinks.files import prepare_out_dir
 
     prepare_out_dir(Path(settings.output.out_dir))  # fail on an unwritable --out before probing models
     clock = SystemClock()
+    if source is not None:
+        # A missing file or absent camera is reported before anything else is said.
+        open_source(source, camera_id=settings.camera_id, cfg=settings.capture, clock=clock).close()
     backends = select_backends(settings, clock)
     if backends.fallback:
         sys.stderr.write(f"edgewatch: NOTICE: {backends.fallback}\n")
@@ -196,31 +217,45 @@ def cmd_run(argv: Sequence[str]) -> int:
         display = open_display()
 
     stop = threading.Event()
+    progress = _Progress()
+    runner = Runner(
+        settings,
+        backends,
+        clock=clock,
+        on_event=None if args.quiet else _EventPrinter(),
+        on_progress=progress,
+        stop=stop,
+        display=display,
+    )
 
-    def _on_signal(signum: int, _frame: object) -> None:
-        log.warning("received %s: stopping after the current frame", signal.Signals(signum).name)
+    def _on_stop(signum: int, _frame: object) -> None:
+        log.warning("received %s: stopping, draining work in flight and flushing outputs", signal.Signals(signum).name)
         stop.set()
 
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    progress = _Progress()
+    def _on_reload(_signum: int, _frame: object) -> None:
+        # SIGHUP: thresholds, states and zones from the config file; cameras keep running.
+        try:
+            runner.request_reload(_load(args))
+        except EdgewatchError as exc:
+            log.error("SIGHUP: configuration not reloaded: %s", exc)
+
+    handlers = {signal.SIGINT: _on_stop, signal.SIGTERM: _on_stop}
+    if hasattr(signal, "SIGHUP"):
+        handlers[signal.SIGHUP] = _on_reload
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     try:
-        runner = Runner(
-            settings,
-            backends,
-            clock=clock,
-            on_event=None if args.quiet else _EventPrinter(),
-            on_progress=progress,
-            stop=stop,
-            display=display,
-        )
-        summary = runner.run(source, max_frames=args.max_frames)
+        if source is not None:
+            summaries = [runner.run(source, max_frames=args.max_frames)]
+        else:
+            summaries = runner.run_cameras(settings.cameras, max_frames=args.max_frames)
     finally:
         progress.done()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if display is not None:
             display.close()
-    sys.stdout.write(summary.render() + "\n")
+    for summary in summaries:
+        sys.stdout.write(summary.render() + "\n")
     return 0
 
 
@@ -248,8 +283,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise
                 raise UsageError(f"'{argv[0]}' is not available in this version of edgewatch") from None
             return int(getattr(module, function_name)(argv[1:]))
-        if not argv:
-            raise UsageError("no SOURCE given: try `edgewatch demo`, a video file, a webcam index or a stream URL (see --help)")
         return cmd_run(argv)
     except EdgewatchError as exc:
         sys.stderr.write(f"edgewatch: error: {exc}\n")

@@ -7,6 +7,8 @@ that name the key and the allowed range.  Every default equals the documented va
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +49,7 @@ class GateConfig(_Section):
 
 
 class BudgetConfig(_Section):
+    enabled: bool = Field(False, description="Experimental: gate every decoded frame and let the keyframe budget pick student frames (instead of sampling to sample_fps first). See docs/GATE.md for what it measured.")
     max_calls_per_min: int = Field(24, ge=1, le=3600, description="Student calls per camera per minute at most, outside safety (the first frame, global changes and heartbeats always go).")
     min_spacing_s: float = Field(1.0, ge=0, le=3600, description="Source seconds between two budgeted student calls at least.")
     burst: int = Field(3, ge=1, le=600, description="Calls that may be saved up in quiet times and spent at once when something starts.")
@@ -272,6 +275,41 @@ class AdaptiveConfig(_Section):
         return self
 
 
+class CameraConfig(_Section):
+    id: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Camera id (letters, digits, _ . -), used in events, topics and metrics.")
+    source: str = Field(..., min_length=1, description="rtsp:// or http(s):// URL, webcam index, or a file (looped, paced to its fps).")
+    zones: list[Zone] | None = Field(None, description="This camera's intrusion zones (default: the top-level zones).")
+    sample_fps: float | None = Field(None, gt=0, le=60, description="Override of capture.sample_fps for this camera.")
+
+
+class LiveConfig(_Section):
+    stale_after_s: float = Field(10.0, gt=0, le=3600, description="Restart a live source that delivered no frame for this long.")
+    backoff_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect wait; it doubles (with jitter) up to backoff_max_s.")
+    backoff_max_s: float = Field(30.0, gt=0, le=3600, description="Longest reconnect wait.")
+
+
+class MqttConfig(_Section):
+    enabled: bool = Field(False, description="Publish events, state, availability and Home Assistant discovery over MQTT.")
+    host: str = Field("127.0.0.1", description="MQTT broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="MQTT broker port.")
+    username: str | None = Field(None, description="Broker username (optional).")
+    password: str | None = Field(None, description="Broker password (optional; better set EDGEWATCH_MQTT__PASSWORD).")
+    tls: bool = Field(False, description="Connect with TLS.")
+    ca_certs: str | None = Field(None, description="CA bundle for TLS (default: the system's).")
+    topic_prefix: str = Field("edgewatch", min_length=1, description="Topics are <prefix>/<camera>/events and <prefix>/<camera>/state.")
+    discovery_prefix: str = Field("homeassistant", min_length=1, description="Home Assistant MQTT discovery prefix.")
+    client_id: str = Field("edgewatch", min_length=1, description="MQTT client id.")
+    buffer_dir: Path = Field(Path("./edgewatch-out/mqtt-buffer"), description="On-disk queue of events not yet delivered (survives broker outages and restarts).")
+    buffer_max: int = Field(10000, ge=1, le=10_000_000, description="Events kept in the buffer at most; beyond it the oldest are dropped and counted.")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive.")
+
+
+class MetricsConfig(_Section):
+    enabled: bool = Field(False, description="Serve Prometheus /metrics and JSON /healthz.")
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 for all interfaces).")
+    port: int = Field(9464, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
+
+
 class Settings(_Section):
     """All of edgewatch's settings.  YAML keys are the field names; unknown keys are errors."""
 
@@ -291,6 +329,11 @@ class Settings(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     skills: SkillsConfig = Field(default_factory=SkillsConfig)
     adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
+    cameras: list[CameraConfig] = Field(default_factory=list, description="Live cameras to watch together (run `edgewatch --config FILE` with no SOURCE).")
+    live: LiveConfig = Field(default_factory=LiveConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    log_format: Literal["auto", "text", "json"] = Field("auto", description="'auto': text on a terminal, JSON lines otherwise (journald, containers).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Logging level on stderr (state transitions are logged at INFO; they are always in decisions.jsonl).")
 
 
@@ -329,27 +372,75 @@ def settings_from_dict(data: dict[str, Any] | None) -> Settings:
         raise ConfigError(f"invalid config: {problems}") from None
 
 
-def load_settings(path: Path | str | None) -> Settings:
-    """Load settings from a YAML file (or defaults when ``path`` is None)."""
-    if path is None:
-        return Settings()
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+ENV_PREFIX = "EDGEWATCH_"
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``EDGEWATCH_SECTION__KEY=value`` variables as a nested mapping (values parsed as YAML scalars).
+
+    ``EDGEWATCH_STUDENT__HOST=http://gpu:11434`` sets ``student.host``;
+    ``EDGEWATCH_ESCALATION__MIN_CONFIDENCE=0.6`` sets ``escalation.min_confidence``.  Secrets
+    (camera URLs, the MQTT password) belong here rather than in the YAML file.
+    ``EDGEWATCH_DEBUG`` is the CLI's own switch and not a setting.
+    """
+    overrides: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == "EDGEWATCH_DEBUG":
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        if not all(path):
+            raise ConfigError(f"environment variable {name}: empty key part (use EDGEWATCH_SECTION__KEY)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, (dict, list)) and path[-1] not in ("cameras", "zones", "safety_triggers", "profiles"):
+            value = raw  # a URL with a colon is a string, not a mapping
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name} conflicts with another EDGEWATCH_ variable")
+        node[path[-1]] = value
+    return overrides
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(path: Path | str | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load settings from a YAML file (defaults when ``path`` is None), then apply ``EDGEWATCH_*`` overrides."""
+    data: Any = None
+    where = ""
+    if path is not None:
+        p = Path(path)
+        where = str(p)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"config file {p} is not valid YAML{at}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {p} is not UTF-8 text") from None
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of keys, not {type(data).__name__}")
+    overrides = env_overrides(os.environ if environ is None else environ)
+    if overrides:
+        where = f"{where} + EDGEWATCH_* environment" if where else "EDGEWATCH_* environment"
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"config file {p} is not valid YAML{where}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {p} is not UTF-8 text") from None
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"config file {p} must hold a mapping of keys, not {type(data).__name__}")
-    try:
-        return settings_from_dict(data)
+        return settings_from_dict(_merge(data or {}, overrides))
     except ConfigError as exc:
-        raise ConfigError(f"{p}: {exc}") from None
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
 
 
 def example_yaml() -> str:

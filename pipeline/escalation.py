@@ -171,6 +171,10 @@ _DEFER_FROM_LEVEL: Mapping[str, int] = MappingProxyType({
 MAX_BAR = 3
 
 
+def _frozen_map(data: Mapping[Any, Any] | None = None) -> Mapping[Any, Any]:
+    return MappingProxyType(dict(data or {}))
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     min_confidence: float
@@ -183,14 +187,22 @@ class Thresholds:
     """Backpressure raised from outside (0 = normal, 1 defers audits, 2 also flips/scene changes, 3 also low confidence)."""
     cooloff_s: float | None = None
     """How long an escalated pattern is not re-sent; None = the window's length."""
+    persistence_k_by_flag: Mapping[str, int] = field(default_factory=_frozen_map, hash=False)
+    """Per-flag k (normalised flag -> 1..persistence_n) overriding persistence_k (adaptive teacher feedback)."""
     rearm_after_s: float = 2.0
     """A safety flag back after this long absent is a new onset (see `Onsets`)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.persistence_k <= self.persistence_n:
             raise ValueError(f"persistence_k ({self.persistence_k}) must be in 1..persistence_n ({self.persistence_n})")
+        for flag, k in self.persistence_k_by_flag.items():
+            if not 1 <= k <= self.persistence_n:
+                raise ValueError(f"persistence_k_by_flag[{flag}] ({k}) must be in 1..persistence_n ({self.persistence_n})")
         if not 0 <= self.bar <= MAX_BAR:
             raise ValueError(f"bar must be in 0..{MAX_BAR} (got {self.bar})")
+
+    def k_for(self, flag: str) -> int:
+        return self.persistence_k_by_flag.get(flag, self.persistence_k)
 
     @classmethod
     def from_config(cls, cfg: EscalationConfig, *, bar: int = 0, cooloff_s: float | None = None) -> "Thresholds":
@@ -215,6 +227,8 @@ class Thresholds:
             "flip_limit": self.flip_limit,
             "bar": self.bar,
             "cooloff_s": self.cooloff_s,
+            **({"persistence_by_flag": {f: f"{k}/{self.persistence_n}" for f, k in sorted(self.persistence_k_by_flag.items())}}
+               if self.persistence_k_by_flag else {}),
         }
 
 
@@ -237,10 +251,6 @@ class FrameTrace:
     timestamp: float
     safety: frozenset[str]
     confidence: float
-
-
-def _frozen_map(data: Mapping[Any, Any] | None = None) -> Mapping[Any, Any]:
-    return MappingProxyType(dict(data or {}))
 
 
 @dataclass(frozen=True)
@@ -376,7 +386,7 @@ def decide(
         older = stats.recent_flags[:-len(evidence)][-missing:]
         evidence = [match_safety(f, (), thresholds.safety_triggers) for f in older] + evidence
     safety_counts = {trig: sum(trig in e for e in evidence) for trig in thresholds.safety_triggers}
-    persisting = frozenset(t for t, c in safety_counts.items() if c >= thresholds.persistence_k)
+    persisting = frozenset(t for t, c in safety_counts.items() if c >= thresholds.k_for(t))
     any_evidence = any(evidence)
 
     # -- low confidence, sustained --------------------------------------------------------

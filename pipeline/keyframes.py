@@ -66,16 +66,24 @@ def select_keyframes(
             continue
         seen.add(id(item))
         usable.append((report, item))
+    if not usable:
+        return ()
+    wanted = frozenset(flags)
+    after_start = [i for i, (r, _) in enumerate(usable) if pattern_start is None or r.timestamp >= pattern_start]
+    carrying = [i for i in after_start if wanted and match_safety(usable[i][0].flags, usable[i][0].observations, wanted)]
+    first = carrying[0] if carrying else (after_start[0] if after_start else 0)
+    # Context before the pattern shows what it changed from (upright before a fall, the view
+    # before a cover) — but only the last few seconds of it: older frames may hold an earlier,
+    # unrelated incident still in the window, and the teacher would rule on that instead.
+    context_from = usable[first][0].timestamp - CONTEXT_BEFORE_S
+    skip = next(i for i, (r, _) in enumerate(usable) if i == first or r.timestamp >= context_from)
+    usable, first = usable[skip:], first - skip
     if len(usable) <= max_keyframes:
         return tuple(item for _, item in usable)
 
     last = len(usable) - 1
     if max_keyframes == 1:
         return (usable[last][1],)
-    wanted = frozenset(flags)
-    after_start = [i for i, (r, _) in enumerate(usable) if pattern_start is None or r.timestamp >= pattern_start]
-    carrying = [i for i in after_start if wanted and match_safety(usable[i][0].flags, usable[i][0].observations, wanted)]
-    first = carrying[0] if carrying else (after_start[0] if after_start else 0)
 
     # The pattern's own frames come first; frames before it only fill slots left over (context).
     chosen = {first, last}
@@ -88,12 +96,7 @@ def select_keyframes(
             break
         chosen.add(i)
     chosen.update(_spread(max_keyframes - len(chosen), range(first, last + 1), chosen))
-    # Context before the pattern shows what it changed from (upright before a fall, the view
-    # before a cover) — but only the last few seconds of it: older frames may hold an earlier,
-    # unrelated incident still in the window, and the teacher would rule on that instead.
-    context_from = usable[first][0].timestamp - CONTEXT_BEFORE_S
-    context = [i for i in range(0, first) if usable[i][0].timestamp >= context_from]
-    chosen.update(_spread(max_keyframes - len(chosen), context, chosen))
+    chosen.update(_spread(max_keyframes - len(chosen), range(0, first), chosen))
     return tuple(usable[i][1] for i in sorted(chosen))
 
 

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from pipeline.analyzers.base import Student, Teacher
 from pipeline.analyzers.fallback import CircuitBreaker, FallbackStudent
+from pipeline.budget import KeyframeBudget
 from pipeline.capture import Sampler, open_source
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
@@ -26,10 +27,11 @@ from pipeline.encode import encode_frame
 from pipeline.escalation import EscalationPolicy, Thresholds
 from pipeline.gate import ChangeGate
 from pipeline.keyframes import build_escalation, pattern_onset
-from pipeline.records import EncodedFrame, Event, FrameReport, GateReason, Priority, VerdictKind
+from pipeline.records import EncodedFrame, Event, Frame, FrameReport, GateReason, Priority, VerdictKind
 from pipeline.sinks.files import JsonlWriter, SnapshotWriter, prepare_out_dir, write_json_atomically
 from pipeline.student_pool import StudentPool
 from pipeline.teacher_queue import TeacherQueue
+from pipeline.thresholds import ThresholdController, mean_luma
 from pipeline.window import SlidingWindow
 from states.monitor import CameraMonitor, MonitorOutput
 
@@ -74,7 +76,7 @@ def select_backends(settings: Settings, clock: Clock, *, probe_timeout_s: float 
         "teacher": OfflineTeacher(settings.offline, settings.zones, clock),
     }
     endpoints = {"student": settings.student, "teacher": settings.teacher}
-    fallbacks: list[str] = []  # why each role fell back to the offline analyzer
+    fallbacks: dict[str, list[str]] = {}  # problem -> roles that fell back to the offline analyzer because of it
     notices: list[str] = []
     probes: dict[str, Any] = {}
     for role, endpoint in endpoints.items():
@@ -97,8 +99,13 @@ def select_backends(settings: Settings, clock: Clock, *, probe_timeout_s: float 
             continue
         if endpoint.backend == "ollama":
             raise EdgewatchError(f"{role} backend is 'ollama' but {problem}")
-        fallbacks.append(f"{problem}: the {role} is the embedded offline analyzer ({chosen[role].model}), not {endpoint.model}")
-    fallback = "; ".join(fallbacks) + " — results come from OpenCV rules, not from Gemma" if fallbacks else None
+        fallbacks.setdefault(problem, []).append(f"{role} ({endpoint.model})")
+    fallback = None
+    if fallbacks:
+        # One line, whatever the number of roles: each distinct problem once, then who stands in.
+        parts = [f"{problem}: the {' and the '.join(roles)} {'is' if len(roles) == 1 else 'are'} played by the embedded offline analyzer"
+                 for problem, roles in fallbacks.items()]
+        fallback = "; ".join(parts) + " — results come from OpenCV rules, not from Gemma"
     return Backends(student=chosen["student"], teacher=chosen["teacher"], notices=notices, fallback=fallback)
 
 
@@ -129,6 +136,8 @@ class RunSummary:
     bad_frames: int = 0
     frames_sampled: int = 0
     gate: dict[str, int] = field(default_factory=dict)
+    budget: dict[str, Any] = field(default_factory=dict)
+    thresholds: dict[str, Any] = field(default_factory=dict)
     frames_analysed: int = 0
     student_failures: int = 0
     student_stale_dropped: int = 0
@@ -178,8 +187,335 @@ class RunSummary:
         return "\n".join(lines)
 
 
+class Outputs:
+    """Where everything the pipeline says goes: JSONL logs, snapshots, MQTT, metrics, the CLI's callback."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        on_event: EventCallback | None = None,
+        mqtt: Any | None = None,
+        metrics: Any | None = None,
+    ) -> None:
+        self.events_log = JsonlWriter(out_dir / "events.jsonl")
+        self.decisions_log = JsonlWriter(out_dir / "decisions.jsonl")
+        self.snapshots = SnapshotWriter(out_dir / "snapshots")
+        self.on_event = on_event
+        self.mqtt = mqtt
+        self.metrics = metrics
+        self._snapshot_by_event: dict[str, str] = {}
+
+    def decision(self, record: dict[str, Any]) -> None:
+        self.decisions_log.write(record)
+
+    def event(self, event: Event, item: EncodedFrame | None) -> Event:
+        if event.phase == "new" and item is not None:
+            path = self.snapshots.save(event, item)
+            if path:
+                self._snapshot_by_event[event.id] = path
+        snapshot = self._snapshot_by_event.get(event.id)
+        if snapshot and event.snapshot is None:
+            event = replace(event, snapshot=snapshot)
+        if event.phase == "end":
+            self._snapshot_by_event.pop(event.id, None)
+        self.events_log.write(event.to_json())
+        if self.mqtt is not None:
+            self.mqtt.publish_event(event)
+        if self.metrics is not None:
+            self.metrics.event(event.camera, event.phase)
+        if self.on_event is not None:
+            self.on_event(event)
+        return event
+
+    def state(self, camera: str, state: str, flags: list[str], explanation: str) -> None:
+        if self.mqtt is not None:
+            self.mqtt.publish_state(camera, state, {"flags": flags, "explanation": explanation})
+
+    def close(self) -> None:
+        self.events_log.close()
+        self.decisions_log.close()
+
+
+class CameraPipeline:
+    """One camera's stages and state: sampler → gate → encode → student pool → window → monitor → policy.
+
+    Escalations go to the shared teacher queue; the `Runner` routes verdicts back through
+    `apply_result`.  Everything here runs on the runner's thread.
+    """
+
+    def __init__(
+        self,
+        camera: str,
+        settings: Settings,
+        backends: Backends,
+        queue: TeacherQueue,
+        outputs: Outputs,
+        *,
+        policy: Any,
+        replay: bool,
+        description: str,
+        sample_fps: float | None = None,
+        settle_verdicts: Callable[[], None] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        s = settings
+        self.camera = camera
+        self.settings = settings
+        self.backends = backends
+        self.queue = queue
+        self.outputs = outputs
+        self.policy = policy
+        self.replay = replay
+        self.settle_verdicts = settle_verdicts
+        self.sampler = Sampler(sample_fps or s.capture.sample_fps)
+        self.gate = ChangeGate(s.gate)
+        # With the budget, the gate sees every decoded frame and the budget picks student frames.
+        self.budget = KeyframeBudget(s.budget, sample_fps or s.capture.sample_fps) if s.budget.enabled else None
+        self.window = SlidingWindow(camera, s.window.window_s)
+        self.monitor = CameraMonitor(
+            camera,
+            s.states,
+            safety_triggers=s.escalation.safety_triggers,
+            suppress_s=s.escalation.suppress_after_dismiss_s,
+            rearm_after_s=s.escalation.rearm_after_s,
+        )
+        self.student_concurrency = s.student.max_concurrent if backends.student.backend != "offline" else 1
+        self.pool = StudentPool(backends.student, self.student_concurrency, drop_stale=not replay)
+        self.summary = RunSummary(
+            source=description,
+            camera=camera,
+            student=_describe_backend(backends.student),
+            teacher=_describe_backend(backends.teacher),
+        )
+        self.last_ts = 0.0
+        self.last_frame_wall: float | None = None
+        self._latencies: list[float] = []
+        self._timings: Counter[str] = Counter()
+        self._safety_watch: Counter[str] = Counter()  # skip reason -> frames the safety watch sent on anyway
+        self._escalations = 0
+        self._current_item: EncodedFrame | None = None
+        self._explanation = ""
+        self.newest_frame_ts = 0.0
+        # Thresholds that follow the time of day, load and the teacher's verdicts.  Baseline
+        # policies under evaluation have no thresholds to adapt.
+        self.adaptive: ThresholdController | None = None
+        if s.adaptive.enabled and isinstance(policy, EscalationPolicy):
+            self.adaptive = ThresholdController(s, camera, clock or SystemClock(), live=not replay)
+
+    # -- frames in ------------------------------------------------------------------------
+
+    @property
+    def capture_sampler(self) -> Sampler | None:
+        """The sampler capture applies before decoding (none with the budget: the gate sees every frame)."""
+        return None if self.budget is not None else self.sampler
+
+    def offer(self, frame: Frame) -> bool:
+        """A decoded frame; returns whether it was sampled.  Sampling happens in capture for files."""
+        if self.budget is None and not self.sampler.accept(frame.timestamp):
+            return False
+        self.process(frame)
+        return True
+
+    def process(self, frame: Frame) -> None:
+        """A sampled frame: gate it, then encode and send it to the student, or let time pass."""
+        self.summary.frames_sampled += 1
+        self.newest_frame_ts = max(self.newest_frame_ts, frame.timestamp)
+        decision = self.gate.check(frame)
+        if self.budget is not None:
+            admitted = self.budget.admit(decision, frame.timestamp, safety_active=self.monitor.state in _SAFETY_WATCH_STATES)
+            decision = replace(decision, passed=admitted.send)
+        elif not decision.passed and self.monitor.state in _SAFETY_WATCH_STATES:
+            # While a safety pattern is open the student keeps looking, so persistence is
+            # judged on fresh frames rather than on one frame and silence.
+            self._safety_watch[decision.reason.value] += 1
+            decision = replace(decision, passed=True, reason=GateReason.SAFETY_WATCH)
+        if decision.passed:
+            self.pool.submit(encode_frame(frame, decision, self.settings.encode))
+            if self.replay and self.student_concurrency == 1:
+                self._handle_reports(self.pool.drain())
+        else:
+            self.last_ts = max(self.last_ts, frame.timestamp)
+            self._apply(self.monitor.tick(frame.timestamp))
+        self.pump()
+
+    def pump(self) -> None:
+        """Handle whatever student reports are ready, in frame order."""
+        self._handle_reports(self.pool.completed())
+
+    # -- reports → window → monitor → policy ------------------------------------------------
+
+    def _handle_reports(self, ready: list[tuple[EncodedFrame, FrameReport]]) -> None:
+        s = self.settings
+        for item, report in ready:
+            self.summary.frames_analysed += 1
+            self._latencies.append(report.latency_ms)
+            for key, value in report.timings.items():
+                self._timings[key] += value
+            if report.error:
+                self.summary.student_failures += 1
+            if self.outputs.metrics is not None:
+                self.outputs.metrics.student_latency(report.latency_ms / 1000.0)
+            self.last_ts = max(self.last_ts, report.timestamp)
+            self._current_item = item
+            stats = self.window.add(report, item)
+            self._apply(self.monitor.update(stats))
+            queue_state = self.queue.state()
+            if self.adaptive is not None:
+                self._adapt(report, item, queue_state)
+            decision = self.policy.evaluate(stats, queue_state)
+            self.outputs.decision({
+                "kind": "decision",
+                "camera": self.camera,
+                "t": round(report.timestamp, 3),
+                "frame": report.frame_index,
+                "escalate": decision.escalate,
+                "reason": decision.reason,
+                "priority": decision.priority.name if decision.priority is not None else None,
+                "flags": sorted(decision.flags),
+                "thresholds": self.policy.thresholds_in_force(),
+                "queue_depth": queue_state.depth,
+                "student": report.to_json(),
+            })
+            if decision.escalate:
+                self._escalate(decision, report)
+
+    def _adapt(self, report: FrameReport, item: EncodedFrame, queue_state: Any) -> None:
+        in_force, changes = self.adaptive.update(
+            report.timestamp,
+            brightness=mean_luma(item.frame.image),
+            queue=queue_state,
+            student_lag_s=max(0.0, self.newest_frame_ts - report.timestamp),
+        )
+        self.policy.thresholds = in_force.thresholds
+        for change in changes:
+            self.outputs.decision({"camera": self.camera, **change.to_json()})
+        if in_force.sample_fps != self.sampler.sample_fps:
+            self.sampler.sample_fps, self.sampler.period = in_force.sample_fps, 1.0 / in_force.sample_fps
+
+    def _escalate(self, decision: Any, report: FrameReport) -> None:
+        s = self.settings
+        self._escalations += 1
+        incident_id = self.monitor.open_incident_id or f"{self.camera}-inc-{self._escalations:05d}"
+        escalation = build_escalation(
+            escalation_id=f"{self.camera}-esc-{self._escalations:05d}",
+            camera=self.camera,
+            incident_id=incident_id,
+            decision=decision,
+            entries=self.window.entries(),
+            max_keyframes=s.teacher.max_keyframes,
+            created_at=report.timestamp,
+            pattern_start=pattern_onset(self.window.entries(), decision.flags, s.escalation.rearm_after_s),
+        )
+        counts = self.summary.escalations_by_reason
+        counts[decision.reason] = counts.get(decision.reason, 0) + 1
+        if self.outputs.metrics is not None:
+            self.outputs.metrics.escalation(decision.reason)
+        result = self.queue.submit(escalation)
+        self.outputs.decision({
+            "kind": "escalation", "id": escalation.id, "camera": self.camera, "t": round(report.timestamp, 3),
+            "reason": decision.reason, "priority": decision.priority.name if decision.priority else None,
+            "incident_id": incident_id, "keyframes": [k.timestamp for k in escalation.keyframes],
+            "queue": result.outcome, "into": result.into_id, "shed": result.shed_id, "queue_reason": result.reason,
+        })
+        if decision.priority is not None and decision.priority > Priority.AUDIT:
+            safety = decision.priority == Priority.SAFETY
+            self._apply(self.monitor.escalate(escalation.id, incident_id, decision.reason, decision.flags,
+                                              report.timestamp, safety))
+        if self.replay and s.teacher.wait_in_replay:
+            # A replay waits for the verdict so that it is applied at the same frame every run.
+            self.queue.wait_idle(timeout_s=max(5.0, s.teacher.timeout_ms / 1000.0 * 2))
+            if self.settle_verdicts is not None:
+                self.settle_verdicts()
+
+    # -- verdicts and switches back in ------------------------------------------------------
+
+    def apply_result(self, result: Any) -> None:
+        verdict = getattr(result, "verdict", None)
+        if verdict is None:
+            self.outputs.decision({"kind": "shed", **_shed_json(result)})
+            if self.outputs.metrics is not None:
+                self.outputs.metrics.shed()
+            return
+        kind = verdict.kind.value
+        self.summary.verdicts[kind] = self.summary.verdicts.get(kind, 0) + 1
+        for key, value in verdict.timings.items():
+            self._timings[f"teacher_{key}"] += value
+        if self.outputs.metrics is not None:
+            self.outputs.metrics.verdict(kind)
+        self.outputs.decision({"kind": "verdict", "t": round(self.last_ts, 3), "wait_s": round(result.wait_s, 3),
+                               "service_s": round(result.service_s, 3), **verdict.to_json()})
+        if verdict.kind == VerdictKind.DISMISSED:
+            self.policy.suppress(result.escalation.flags, self.last_ts + self.settings.escalation.suppress_after_dismiss_s,
+                                 reason=result.escalation.reason)
+        if verdict.explanation:
+            self._explanation = verdict.explanation
+        if self.adaptive is not None:
+            self.adaptive.record_verdict(result.escalation.flags, result.escalation.reason, verdict.kind.value,
+                                         self.last_ts, verdict.safety_flags)
+        self._apply(self.monitor.apply_verdict(verdict, self.last_ts))
+
+    def backend_switch(self, switch: Any) -> None:
+        self.summary.backend_switches += 1
+        log.warning("%s: student switched %s -> %s (%s)", self.camera, switch.from_backend, switch.to_backend, switch.reason)
+        self.outputs.decision({"kind": "backend_switch", "camera": self.camera, "t": round(switch.timestamp, 3),
+                               "from": switch.from_backend, "to": switch.to_backend, "reason": switch.reason})
+
+    def source_event(self, event: Any) -> None:
+        self.outputs.decision({"kind": "source", **event.to_json()})
+        if self.outputs.metrics is not None:
+            self.outputs.metrics.source_event(self.camera, event.kind)
+        log.warning("%s: %s %s", self.camera, event.kind, event.detail)
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        self._handle_reports(self.pool.drain())
+
+    def finish(self, end_ts: float) -> None:
+        self._apply(self.monitor.close(max(self.last_ts, end_ts)))
+        self.pool.close()
+        s = self.summary
+        s.gate = {k: int(v) for k, v in self.gate.counters.items()}
+        for skipped_as, n in self._safety_watch.items():
+            # Frames the gate skipped but the safety watch sent on count as passed, not skipped.
+            s.gate[skipped_as] -= n
+            s.gate[GateReason.SAFETY_WATCH.value] = s.gate.get(GateReason.SAFETY_WATCH.value, 0) + n
+        if self.budget is not None:
+            s.budget = self.budget.counters
+        if self.adaptive is not None:
+            self.adaptive.save()
+            s.thresholds = self.adaptive.summary()
+        s.student_stale_dropped = self.pool.stats.stale_dropped
+        s.student_latency_ms_mean = round(sum(self._latencies) / len(self._latencies), 2) if self._latencies else 0.0
+        s.ollama_timings_ms = {k: round(v, 1) for k, v in self._timings.items()}
+        s.source_seconds = self.last_ts
+
+    def health(self) -> dict[str, Any]:
+        return {"state": self.monitor.state, "backend": self.backends.student.backend,
+                "analysed": self.summary.frames_analysed, "source_t": round(self.last_ts, 3)}
+
+    def _apply(self, output: MonitorOutput) -> None:
+        for tr in output.transitions:
+            # The decision log says why every state change happened, with the figures behind it.
+            self.outputs.decision({"kind": "transition", "camera": tr.camera, "t": round(tr.timestamp, 3),
+                                   "from": tr.source, "to": tr.dest, "trigger": tr.trigger,
+                                   "reason": tr.reason, "figures": tr.figures})
+        for event in output.events:
+            if event.phase == "new":
+                counts = self.summary.events_by_type
+                counts[event.type] = counts.get(event.type, 0) + 1
+            if event.phase == "end" and event.severity == "alert":
+                key = event.review.value
+                self.summary.alerts_by_review[key] = self.summary.alerts_by_review.get(key, 0) + 1
+            self.outputs.event(event, self._current_item)
+        if output.transitions or output.events:
+            flags = sorted(self.window.stats().active_flags) if self.summary.frames_analysed else []
+            self.outputs.state(self.camera, self.monitor.state, flags, self._explanation)
+
+
 class Runner:
-    """Runs one source through the whole pipeline."""
+    """Runs sources through the pipeline: one recorded file or stream (`run`), or several live cameras (`run_cameras`)."""
 
     def __init__(
         self,
@@ -203,238 +539,271 @@ class Runner:
         # Evaluation swaps in baseline routing policies (same interface as EscalationPolicy:
         # evaluate, suppress, thresholds_in_force); monitoring always uses ours.
         self.policy_factory = policy_factory or (lambda settings, camera: EscalationPolicy(Thresholds.from_config(settings.escalation)))
+        self._pending_settings: Settings | None = None
+        self._reload_lock = threading.Lock()
 
-    def run(self, source_spec: str, *, max_frames: int | None = None) -> RunSummary:
-        s = self.settings
-        out_dir = prepare_out_dir(Path(s.output.out_dir))
-        camera = s.camera_id
-        source = open_source(source_spec, camera_id=camera, cfg=s.capture, clock=self.clock)
-        replay = not source.is_live and not s.capture.realtime
+    # -- shared parts -------------------------------------------------------------------------
 
-        events_log = JsonlWriter(out_dir / "events.jsonl")
-        decisions_log = JsonlWriter(out_dir / "decisions.jsonl")
-        snapshots = SnapshotWriter(out_dir / "snapshots")
-        summary = RunSummary(
-            source=source.description,
-            camera=camera,
-            student=_describe_backend(self.backends.student),
-            teacher=_describe_backend(self.backends.teacher),
-            out_dir=str(out_dir),
-        )
-        for notice in [self.backends.fallback, *self.backends.notices]:
-            if notice:
-                decisions_log.write({"kind": "notice", "message": notice})
+    def request_reload(self, settings: Settings) -> None:
+        """SIGHUP: new thresholds, zones and states take effect at the next frame; cameras keep running."""
+        with self._reload_lock:
+            self._pending_settings = settings
 
-        sampler = Sampler(s.capture.sample_fps)
-        gate = ChangeGate(s.gate)
-        window = SlidingWindow(camera, s.window.window_s)
-        monitor = CameraMonitor(
-            camera,
-            s.states,
-            safety_triggers=s.escalation.safety_triggers,
-            suppress_s=s.escalation.suppress_after_dismiss_s,
-            rearm_after_s=s.escalation.rearm_after_s,
-        )
-        policy = self.policy_factory(s, camera)
-        student_concurrency = s.student.max_concurrent if self.backends.student.backend != "offline" else 1
-        pool = StudentPool(self.backends.student, student_concurrency, drop_stale=not replay)
-        queue = TeacherQueue(self.backends.teacher, s.teacher, self.clock)
+    def _apply_reload(self, pipelines: dict[str, CameraPipeline]) -> None:
+        with self._reload_lock:
+            new, self._pending_settings = self._pending_settings, None
+        if new is None:
+            return
+        for pipe in pipelines.values():
+            if hasattr(pipe.policy, "thresholds"):
+                pipe.policy.thresholds = Thresholds.from_config(new.escalation, bar=pipe.policy.thresholds.bar)
+            pipe.monitor.cfg = new.states
+            pipe.settings = pipe.settings.model_copy(update={"escalation": new.escalation, "states": new.states, "zones": new.zones})
+        for analyzer in (self.backends.student, self.backends.teacher):
+            book = getattr(analyzer, "zones", None)
+            if book is not None and hasattr(book, "set_default"):
+                book.set_default(new.zones)
+        self.settings = self.settings.model_copy(update={"escalation": new.escalation, "states": new.states, "zones": new.zones})
+        log.warning("configuration reloaded: thresholds, states and zones updated for %d camera(s)", len(pipelines))
+        for pipe in pipelines.values():
+            pipe.outputs.decision({"kind": "reload", "camera": pipe.camera, "t": round(pipe.last_ts, 3),
+                                   "thresholds": pipe.policy.thresholds_in_force()})
 
-        run = _RunState(summary=summary, events_log=events_log, decisions_log=decisions_log, snapshots=snapshots, on_event=self.on_event)
-        latencies: list[float] = []
-        ollama_timings: Counter[str] = Counter()
-        escalation_counter = 0
-        safety_watch: Counter[str] = Counter()  # skip reason -> frames the safety watch sent on anyway
-        last_ts = 0.0
-        wall_start = self.clock.monotonic()
-
-        def handle_reports(ready: list[tuple[EncodedFrame, FrameReport]]) -> None:
-            nonlocal escalation_counter, last_ts
-            for item, report in ready:
-                summary.frames_analysed += 1
-                latencies.append(report.latency_ms)
-                for key, value in report.timings.items():
-                    ollama_timings[key] += value
-                if report.error:
-                    summary.student_failures += 1
-                last_ts = max(last_ts, report.timestamp)
-                run.current_item = item
-                stats = window.add(report, item)
-                run.apply(monitor.update(stats))
-                decision = policy.evaluate(stats, queue.state())
-                record = {
-                    "kind": "decision",
-                    "camera": camera,
-                    "t": round(report.timestamp, 3),
-                    "frame": report.frame_index,
-                    "escalate": decision.escalate,
-                    "reason": decision.reason,
-                    "priority": decision.priority.name if decision.priority is not None else None,
-                    "flags": sorted(decision.flags),
-                    "thresholds": policy.thresholds_in_force(),
-                    "queue_depth": queue.state().depth,
-                    "student": report.to_json(),
-                }
-                decisions_log.write(record)
-                if not decision.escalate:
-                    continue
-                escalation_counter += 1
-                safety = decision.priority == Priority.SAFETY
-                incident_id = monitor.open_incident_id or f"{camera}-inc-{escalation_counter:05d}"
-                escalation = build_escalation(
-                    escalation_id=f"{camera}-esc-{escalation_counter:05d}",
-                    camera=camera,
-                    incident_id=incident_id,
-                    decision=decision,
-                    entries=window.entries(),
-                    max_keyframes=s.teacher.max_keyframes,
-                    created_at=report.timestamp,
-                    pattern_start=pattern_onset(window.entries(), decision.flags, s.escalation.rearm_after_s),
-                )
-                summary.escalations_by_reason[decision.reason] = summary.escalations_by_reason.get(decision.reason, 0) + 1
-                result = queue.submit(escalation)
-                decisions_log.write({"kind": "escalation", "id": escalation.id, "camera": camera, "t": round(report.timestamp, 3),
-                                     "reason": decision.reason, "priority": decision.priority.name if decision.priority else None,
-                                     "incident_id": incident_id, "keyframes": [k.timestamp for k in escalation.keyframes],
-                                     "queue": result.outcome, "into": result.into_id, "shed": result.shed_id,
-                                     "queue_reason": result.reason})
-                if decision.priority is not None and decision.priority > Priority.AUDIT:
-                    run.apply(monitor.escalate(escalation.id, incident_id, decision.reason, decision.flags, report.timestamp, safety))
-                if replay and s.teacher.wait_in_replay:
-                    queue.wait_idle(timeout_s=max(5.0, s.teacher.timeout_ms / 1000.0 * 2))
-                handle_verdicts()
-
-        def handle_verdicts() -> None:
-            for result in queue.poll():
-                verdict = getattr(result, "verdict", None)
-                if verdict is None:
-                    decisions_log.write({"kind": "shed", **_shed_json(result)})
-                    continue
-                summary.verdicts[verdict.kind.value] = summary.verdicts.get(verdict.kind.value, 0) + 1
-                for key, value in verdict.timings.items():
-                    ollama_timings[f"teacher_{key}"] += value
-                decisions_log.write({"kind": "verdict", "t": round(last_ts, 3), "wait_s": round(result.wait_s, 3),
-                                     "service_s": round(result.service_s, 3), **verdict.to_json()})
-                if verdict.kind == VerdictKind.DISMISSED:
-                    policy.suppress(result.escalation.flags, last_ts + s.escalation.suppress_after_dismiss_s, reason=result.escalation.reason)
-                run.apply(monitor.apply_verdict(verdict, last_ts))
-
+    def _wire_switches(self, pipelines: dict[str, CameraPipeline]) -> Callable[[], None]:
+        """Backend switches happen on student threads; they are handed to the runner's thread."""
         switches: list[Any] = []
-        switch_lock = threading.Lock()
+        lock = threading.Lock()
 
-        def on_switch(event: Any) -> None:  # called on a student worker thread
-            with switch_lock:
+        def on_switch(event: Any) -> None:
+            with lock:
                 switches.append(event)
 
         if isinstance(self.backends.student, FallbackStudent):
             self.backends.student.set_on_switch(on_switch)
 
-        def handle_switches() -> None:
-            with switch_lock:
+        def handle() -> None:
+            with lock:
                 pending, switches[:] = list(switches), []
             for sw in pending:
-                summary.backend_switches += 1
-                log.warning("%s: student switched %s -> %s (%s)", camera, sw.from_backend, sw.to_backend, sw.reason)
-                decisions_log.write({"kind": "backend_switch", "camera": camera, "t": round(sw.timestamp, 3),
-                                     "from": sw.from_backend, "to": sw.to_backend, "reason": sw.reason})
+                # A switch concerns the shared student; every camera's log records it.
+                for pipe in pipelines.values():
+                    pipe.backend_switch(sw)
 
-        frames = source.frames(sampler=sampler)
+        return handle
+
+    def _open_outputs(self) -> tuple[Path, Outputs, Any, Any]:
+        s = self.settings
+        out_dir = prepare_out_dir(Path(s.output.out_dir))
+        mqtt = metrics = server = None
+        if s.mqtt.enabled:
+            from pipeline.sinks.mqtt import MqttSink
+
+            mqtt = MqttSink.from_config(s.mqtt, clock=self.clock)
+        if s.metrics.enabled:
+            from pipeline.sinks.metrics import Metrics
+
+            metrics = Metrics()
+        outputs = Outputs(out_dir, on_event=self.on_event, mqtt=mqtt, metrics=metrics)
+        for notice in [self.backends.fallback, *self.backends.notices]:
+            if notice:
+                outputs.decision({"kind": "notice", "message": notice})
+        return out_dir, outputs, mqtt, metrics
+
+    def _start_metrics_server(self, metrics: Any, health: Callable[[], dict[str, Any]]) -> Any:
+        if metrics is None:
+            return None
+        from pipeline.sinks.metrics import MetricsServer
+
+        server = MetricsServer(metrics, health, host=self.settings.metrics.host, port=self.settings.metrics.port)
+        log.warning("metrics on %s/metrics, health on %s/healthz", server.url, server.url)
+        return server
+
+    def _route(self, queue: TeacherQueue, pipelines: dict[str, CameraPipeline]) -> None:
+        for result in queue.poll():
+            escalation = getattr(result, "escalation", None)
+            camera = escalation.camera if escalation is not None else getattr(result, "camera", None)
+            pipe = pipelines.get(camera) if camera is not None else None
+            if pipe is None:
+                log.warning("teacher result for unknown camera %r dropped", camera)
+                continue
+            pipe.apply_result(result)
+
+    def _finish(self, queue: TeacherQueue, pipelines: dict[str, CameraPipeline], outputs: Outputs, out_dir: Path,
+                end_ts: dict[str, float], wall_start: float, mqtt: Any, server: Any) -> None:
+        s = self.settings
+        queue.close(drain=True, timeout_s=max(10.0, s.teacher.timeout_ms / 1000.0 * (queue.state().depth + 1)))
+        self._route(queue, pipelines)
+        for camera, pipe in pipelines.items():
+            pipe.finish(end_ts.get(camera, pipe.last_ts))
+            pipe.summary.queue = queue.summary()
+            pipe.summary.wall_seconds = self.clock.monotonic() - wall_start
+            pipe.summary.out_dir = str(out_dir)
+        for analyzer in (self.backends.student, self.backends.teacher):
+            analyzer.close()
+        summaries = [p.summary.to_json() for p in pipelines.values()]
+        for summary in summaries:
+            outputs.decision({"kind": "summary", **summary})
+        outputs.close()
+        write_json_atomically(out_dir / "summary.json", summaries[0] if len(summaries) == 1 else {"cameras": summaries})
+        if mqtt is not None:
+            mqtt.close()
+        if server is not None:
+            server.close()
+
+    # -- one source ---------------------------------------------------------------------------
+
+    def run(self, source_spec: str, *, max_frames: int | None = None) -> RunSummary:
+        """One source.  Files and image folders are replayed; webcams and streams run live, with reconnects."""
+        if is_live_spec(source_spec):
+            from pipeline.config import CameraConfig
+
+            # A source named on the command line must open once: a typo or an absent camera is
+            # one clear error, not a grabber retrying forever.  After that, drops reconnect.
+            open_source(source_spec, camera_id=self.settings.camera_id, cfg=self.settings.capture, clock=self.clock).close()
+            camera = CameraConfig(id=self.settings.camera_id, source=source_spec)
+            return self.run_cameras([camera], max_frames=max_frames)[0]
+        s = self.settings
+        camera = s.camera_id
+        prepare_out_dir(Path(s.output.out_dir))  # before opening the source: fail fast on an unwritable folder
+        source = open_source(source_spec, camera_id=camera, cfg=s.capture, clock=self.clock)
+        out_dir, outputs, mqtt, metrics = self._open_outputs()
+        replay = not s.capture.realtime
+        queue = TeacherQueue(self.backends.teacher, s.teacher, self.clock)
+        pipelines: dict[str, CameraPipeline] = {}
+        pipe = CameraPipeline(camera, s, self.backends, queue, outputs, policy=self.policy_factory(s, camera),
+                              replay=replay, description=source.description,
+                              settle_verdicts=lambda: self._route(queue, pipelines), clock=self.clock)
+        pipelines[camera] = pipe
+        if mqtt is not None:
+            mqtt.announce([camera], sorted(pipe.monitor.triggers))
+        server = self._start_metrics_server(metrics, lambda: {"cameras": {camera: {**pipe.health(), "stale": False}},
+                                                              "queue_depth": queue.state().depth})
+        switches = self._wire_switches(pipelines)
+        wall_start = self.clock.monotonic()
         try:
-            for frame in frames:
+            for frame in source.frames(sampler=pipe.capture_sampler):
                 if self.stop.is_set():
-                    summary.stopped_early = "interrupted"
+                    pipe.summary.stopped_early = "interrupted"
                     break
-                summary.frames_sampled += 1
+                self._apply_reload(pipelines)
                 if self.on_progress is not None:
                     self.on_progress(frame.index, source.frame_count)
-                decision = gate.check(frame)
-                if not decision.passed and monitor.state in _SAFETY_WATCH_STATES:
-                    # While a safety pattern is open the student keeps looking, so persistence
-                    # is judged on fresh frames rather than on one frame and silence.
-                    safety_watch[decision.reason.value] += 1
-                    decision = replace(decision, passed=True, reason=GateReason.SAFETY_WATCH)
-                if decision.passed:
-                    item = encode_frame(frame, decision, s.encode)
-                    pool.submit(item)
-                    if replay and student_concurrency == 1:
-                        handle_reports(pool.drain())
-                else:
-                    last_ts = max(last_ts, frame.timestamp)
-                    run.apply(monitor.tick(frame.timestamp))
-                handle_reports(pool.completed())
-                handle_verdicts()
-                handle_switches()
+                pipe.process(frame)
+                self._route(queue, pipelines)
+                switches()
+                if metrics is not None:
+                    metrics.frame(camera, "sampled")
+                    metrics.set_teacher_queue_depth(queue.state().depth)
                 if self.display is not None:
-                    self.display.show(frame, monitor.state, window.stats() if summary.frames_analysed else None)
-                if max_frames is not None and summary.frames_sampled >= max_frames:
-                    summary.stopped_early = f"--max-frames {max_frames}"
+                    self.display.show(frame, pipe.monitor.state, pipe.window.stats() if pipe.summary.frames_analysed else None)
+                if max_frames is not None and pipe.summary.frames_sampled >= max_frames:
+                    pipe.summary.stopped_early = f"--max-frames {max_frames}"
                     break
-            handle_reports(pool.drain())
-            handle_switches()
-            queue.close(drain=True, timeout_s=max(10.0, s.teacher.timeout_ms / 1000.0 * (queue.state().depth + 1)))
-            handle_verdicts()
-            end_ts = max(last_ts, source.stats.last_timestamp if hasattr(source.stats, "last_timestamp") else last_ts)
-            run.apply(monitor.close(end_ts))
+            pipe.drain()
+            switches()
         finally:
-            pool.close()
-            queue.close(drain=False, timeout_s=1.0)
-            self.backends.student.close()
-            self.backends.teacher.close()
             source.close()
-            summary.frames_read = source.stats.frames_grabbed
-            summary.bad_frames = source.stats.bad_frames
-            summary.gate = {k: int(v) for k, v in gate.counters.items()}
-            for skipped_as, n in safety_watch.items():
-                # Frames the gate skipped but the safety watch sent on count as passed, not skipped.
-                summary.gate[skipped_as] -= n
-                summary.gate[GateReason.SAFETY_WATCH.value] = summary.gate.get(GateReason.SAFETY_WATCH.value, 0) + n
-            summary.student_stale_dropped = pool.stats.stale_dropped
-            summary.student_latency_ms_mean = round(sum(latencies) / len(latencies), 2) if latencies else 0.0
-            summary.queue = queue.summary()
-            summary.ollama_timings_ms = {k: round(v, 1) for k, v in ollama_timings.items()}
-            summary.source_seconds = last_ts
-            summary.wall_seconds = self.clock.monotonic() - wall_start
-            events_log.close()
-            decisions_log.write({"kind": "summary", **summary.to_json()})
-            decisions_log.close()
-            write_json_atomically(out_dir / "summary.json", summary.to_json())
-        return summary
+            pipe.summary.frames_read = source.stats.frames_grabbed
+            pipe.summary.bad_frames = source.stats.bad_frames
+            self._finish(queue, pipelines, outputs, out_dir, {camera: source.stats.last_timestamp or 0.0},
+                         wall_start, mqtt, server)
+        return pipe.summary
+
+    # -- several live cameras ------------------------------------------------------------------
+
+    def run_cameras(self, cameras: list[Any], *, max_frames: int | None = None, duration_s: float | None = None) -> list[RunSummary]:
+        """Live cameras together: a grabber thread each (newest frame wins, reconnects), one shared
+        student and teacher queue (fair across cameras), all stateful logic on this thread."""
+        import random
+
+        from pipeline.live import LiveGrabber
+
+        s = self.settings
+        if not cameras:
+            from pipeline.errors import UsageError
+
+            raise UsageError("no cameras configured: give a SOURCE or a config with a cameras: list")
+        out_dir, outputs, mqtt, metrics = self._open_outputs()
+        queue = TeacherQueue(self.backends.teacher, s.teacher, self.clock)
+        pipelines: dict[str, CameraPipeline] = {}
+        grabbers: dict[str, Any] = {}
+        rng = random.Random()
+        for cam in cameras:
+            capture_cfg = s.capture.model_copy(update={"realtime": True})  # a looped file plays like a live camera
+            grabbers[cam.id] = LiveGrabber(
+                cam.source, camera_id=cam.id, cfg=capture_cfg, clock=self.clock,
+                stale_after_s=s.live.stale_after_s, backoff_initial_s=s.live.backoff_initial_s,
+                backoff_max_s=s.live.backoff_max_s, rng=rng,
+            )
+            pipelines[cam.id] = CameraPipeline(
+                cam.id, s, self.backends, queue, outputs, policy=self.policy_factory(s, cam.id), replay=False,
+                description=grabbers[cam.id].health().get("source", cam.id), sample_fps=cam.sample_fps, clock=self.clock,
+            )
+            if cam.zones is not None:
+                for analyzer in (self.backends.student, self.backends.teacher):
+                    book = getattr(analyzer, "zones", None)
+                    if book is not None:
+                        book.set_zones(cam.id, cam.zones)
+        if mqtt is not None:
+            triggers = sorted(next(iter(pipelines.values())).monitor.triggers)
+            mqtt.announce(list(pipelines), triggers)
+
+        def health() -> dict[str, Any]:
+            return {"cameras": {cid: {**pipelines[cid].health(), **grabbers[cid].health()} for cid in pipelines},
+                    "queue_depth": queue.state().depth}
+
+        server = self._start_metrics_server(metrics, health)
+        switches = self._wire_switches(pipelines)
+        wall_start = self.clock.monotonic()
+        last_index = {cid: -1 for cid in grabbers}
+        for grabber in grabbers.values():
+            grabber.start()
+        try:
+            while not self.stop.is_set():
+                self._apply_reload(pipelines)
+                got = False
+                for cid, grabber in grabbers.items():
+                    pipe = pipelines[cid]
+                    for event in grabber.poll():
+                        pipe.source_event(event)
+                    frame = grabber.latest(after_index=last_index[cid])
+                    if frame is not None:
+                        last_index[cid] = frame.index
+                        got = True
+                        if pipe.offer(frame) and metrics is not None:
+                            metrics.frame(cid, "sampled")
+                    pipe.pump()
+                self._route(queue, pipelines)
+                switches()
+                if metrics is not None:
+                    metrics.set_teacher_queue_depth(queue.state().depth)
+                if max_frames is not None and all(p.summary.frames_sampled >= max_frames for p in pipelines.values()):
+                    for p in pipelines.values():
+                        p.summary.stopped_early = f"--max-frames {max_frames}"
+                    break
+                if duration_s is not None and self.clock.monotonic() - wall_start >= duration_s:
+                    break
+                if not got:
+                    self.stop.wait(0.005)  # nothing new from any camera: don't spin
+            if self.stop.is_set():
+                for p in pipelines.values():
+                    p.summary.stopped_early = "interrupted"
+        finally:
+            for grabber in grabbers.values():
+                grabber.close()
+            for cid, pipe in pipelines.items():
+                pipe.drain()
+                stats = grabbers[cid].stats
+                pipe.summary.frames_read = stats.frames_received
+                pipe.summary.student_stale_dropped += stats.frames_overwritten
+            switches()
+            self._finish(queue, pipelines, outputs, out_dir, {}, wall_start, mqtt, server)
+        return [p.summary for p in pipelines.values()]
 
 
-@dataclass
-class _RunState:
-    """Turns monitor output into event lines, snapshots and callbacks."""
-
-    summary: RunSummary
-    events_log: JsonlWriter
-    decisions_log: JsonlWriter
-    snapshots: SnapshotWriter
-    on_event: EventCallback | None
-    current_item: EncodedFrame | None = None
-    _snapshot_by_event: dict[str, str] = field(default_factory=dict)
-
-    def apply(self, output: MonitorOutput) -> None:
-        for tr in output.transitions:
-            # The decision log says why every state change happened, with the figures behind it.
-            self.decisions_log.write({"kind": "transition", "camera": tr.camera, "t": round(tr.timestamp, 3),
-                                      "from": tr.source, "to": tr.dest, "trigger": tr.trigger,
-                                      "reason": tr.reason, "figures": tr.figures})
-        for event in output.events:
-            if event.phase == "new":
-                self.summary.events_by_type[event.type] = self.summary.events_by_type.get(event.type, 0) + 1
-                if self.current_item is not None and self.snapshots is not None:
-                    path = self.snapshots.save(event, self.current_item)
-                    if path:
-                        self._snapshot_by_event[event.id] = path
-            snapshot = self._snapshot_by_event.get(event.id)
-            if snapshot and event.snapshot is None:
-                event = replace(event, snapshot=snapshot)
-            if event.phase == "end" and event.severity == "alert":
-                key = event.review.value
-                self.summary.alerts_by_review[key] = self.summary.alerts_by_review.get(key, 0) + 1
-            self.events_log.write(event.to_json())
-            if self.on_event is not None:
-                self.on_event(event)
+def is_live_spec(spec: str) -> bool:
+    """A webcam index or a stream URL (not a file or folder)."""
+    return spec.strip().isdigit() or "://" in spec
 
 
 def _describe_backend(analyzer: Student | Teacher) -> str:

@@ -260,6 +260,7 @@ class CameraMonitor:
         self._alerts: dict[str, _OpenEvent] = {}
         self._pending: dict[str, _Pending] = {}
         self._suppressed: dict[frozenset[str], float] = {}
+        self._alert_ended_at: dict[str, float] = {}
         self._event_counter = 0
         self._carried = 0
         """Gate-skipped frames since the last analysed one that carried its safety flags forward."""
@@ -399,12 +400,17 @@ class CameraMonitor:
             return self._flush()
         teacher_flags = frozenset(f for f in (normalise_flag(x) for x in verdict.safety_flags) if f)
         escalated_flags = frozenset().union(*(p.flags for p in resolved)) if resolved else frozenset()
+        escalated_types = self._triggers_in(escalated_flags)
+        # A type only the teacher names, whose alert this camera ended less than cooldown_s ago,
+        # is that same incident seen again in the sequence's older frames: already reported.
+        repeated = {k for k in self._triggers_in(teacher_flags) - escalated_types
+                    if t - self._alert_ended_at.get(k, -math.inf) < self.cfg.cooldown_s}
         context = {
             "verdict": verdict,
             "resolved": resolved,
             "linked": linked,
             "teacher_flags": teacher_flags,
-            "alert_types": sorted(self._triggers_in(escalated_flags | teacher_flags)),
+            "alert_types": sorted((escalated_types | self._triggers_in(teacher_flags)) - repeated),
         }
         named = ", ".join(context["alert_types"]) or "no safety flag"
         context["why"] = f"teacher {verdict.kind.value} {verdict.escalation_id} ({named}; {verdict.backend} {verdict.model})"
@@ -879,6 +885,7 @@ class CameraMonitor:
         ev = self._alerts.pop(kind, None)
         if ev is None:
             return
+        self._alert_ended_at[kind] = t
         ev.add_reason(reason)
         self._out_events.append(ev.line("end", self.state, self.camera, end=t))
 

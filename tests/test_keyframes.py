@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.escalation import Decision
-from pipeline.keyframes import build_escalation, select_keyframes
+from pipeline.keyframes import CONTEXT_BEFORE_S, build_escalation, select_keyframes
 from pipeline.records import EncodedFrame, Frame, FrameReport, GateDecision, GateReason, Priority
 
 _IMAGE = np.zeros((4, 4, 3), dtype=np.uint8)
@@ -93,7 +93,13 @@ def test_selection_properties(spec: list[tuple[tuple[str, ...], float, bool]], m
     entries = [entry(float(i), flags, conf, with_frame=has) for i, (flags, conf, has) in enumerate(spec)]
     with_frames = [e for _, e in entries if e is not None]
     chosen = select_keyframes(entries, max_kf, flags={"fire"})
-    assert len(chosen) == min(max_kf, len(with_frames))
+    # Frames eligible: from CONTEXT_BEFORE_S before the pattern's first frame (the first with
+    # fire, else the oldest) onwards; older ones may belong to an earlier incident.
+    carrying = [e for r, e in entries if e is not None and "fire" in r.flags]
+    first = (carrying or with_frames or [None])[0]
+    start = first.timestamp - CONTEXT_BEFORE_S if first is not None else 0.0
+    eligible = [e for e in with_frames if e.timestamp >= start]
+    assert len(chosen) == min(max_kf, len(eligible))
     assert times(chosen) == sorted(set(times(chosen)))
     assert all(any(c is e for e in with_frames) for c in chosen)
     if with_frames:

@@ -119,6 +119,7 @@ class _Track:
 
 @dataclass
 class _CameraState:
+    camera: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
     background: np.ndarray | None = None
     fg_since: np.ndarray | None = None
@@ -212,6 +213,23 @@ def _soft_grey_regions(work: WorkImage, diff: np.ndarray, fg: np.ndarray, fire: 
 # --------------------------------------------------------------------------------------
 
 
+class ZoneBook:
+    """Intrusion zones: the default list, and per-camera lists where a camera has its own."""
+
+    def __init__(self, zones: list[Zone]) -> None:
+        self._default = list(zones)
+        self._by_camera: dict[str, list[Zone]] = {}
+
+    def set_zones(self, camera: str, zones: list[Zone]) -> None:
+        self._by_camera[camera] = list(zones)
+
+    def set_default(self, zones: list[Zone]) -> None:
+        self._default = list(zones)
+
+    def for_camera(self, camera: str) -> list[Zone]:
+        return self._by_camera.get(camera, self._default)
+
+
 class OfflineStudent:
     """Per-frame OpenCV analysis with per-camera memory.  Thread-safe per camera; never raises from `analyze`."""
 
@@ -221,7 +239,7 @@ class OfflineStudent:
 
     def __init__(self, cfg: OfflineConfig, zones: list[Zone], clock: Clock) -> None:
         self._cfg = cfg
-        self._zones = list(zones)
+        self.zones = ZoneBook(zones)
         self._clock = clock
         self._states: dict[str, _CameraState] = {}
         self._states_lock = threading.Lock()
@@ -233,7 +251,7 @@ class OfflineStudent:
 
     def _state(self, source_id: str) -> _CameraState:
         with self._states_lock:
-            return self._states.setdefault(source_id, _CameraState())
+            return self._states.setdefault(source_id, _CameraState(camera=source_id))
 
     def analyze(self, item: EncodedFrame) -> FrameReport:
         started = self._clock.monotonic()
@@ -470,10 +488,10 @@ class OfflineStudent:
                 track.hog_hits += 1
             if upright:
                 track.shape_votes += 1
-            self._describe_track(track, t, blob, upright, hog_weight, out)
+            self._describe_track(track, t, blob, upright, hog_weight, out, self.zones.for_camera(st.camera))
 
     def _describe_track(self, track: _Track, t: float, blob: Blob, upright: bool, hog_weight: float,
-                        out: _Findings) -> None:
+                        out: _Findings, zones: list[Zone] = ()) -> None:
         where = region_name(blob.cx)
         vx, _ = track.velocity()
         self._update_fall(track, t, blob)
@@ -495,7 +513,7 @@ class OfflineStudent:
             out.observe(f"motion at {where}")
             out.activity.append(0.6)
             return
-        for zone in self._zones:
+        for zone in zones:
             if point_in_polygon(blob.foot, list(zone.points)):
                 out.observe(f"person in zone {zone.name}")
                 out.flag("intrusion", 0.8 if track.hog_hits else 0.65)
@@ -571,7 +589,7 @@ class OfflineTeacher:
 
     def __init__(self, cfg: OfflineConfig, zones: list[Zone], clock: Clock) -> None:
         self._cfg = cfg
-        self._zones = list(zones)
+        self.zones = ZoneBook(zones)
         self._clock = clock
         self._hog = HogPeople()
 
@@ -645,7 +663,7 @@ class OfflineTeacher:
             self._fire(frames, ev)
             self._smoke(frames, ev)
             self._tamper(frames, ev)
-            self._intrusion(frames, ev)
+            self._intrusion(frames, ev, self.zones.for_camera(escalation.camera))
         escalated = {normalise_flag(f) for f in escalation.flags} - {MODEL_ERROR_FLAG}
         seen = set(ev.flags)
         n = len(frames)
@@ -808,13 +826,13 @@ class OfflineTeacher:
                 ev.observations.append("camera view changed")
         ev.notes["tamper"] = f"Tamper: {covered} of {len(frames)} keyframes covered or blank, {cuts} abrupt view changes."
 
-    def _intrusion(self, frames: list[_Keyframe], ev: _SequenceEvidence) -> None:
-        if not self._zones:
+    def _intrusion(self, frames: list[_Keyframe], ev: _SequenceEvidence, zones: list[Zone]) -> None:
+        if not zones:
             return
         hits: dict[str, int] = {}
         for f in frames:
             cands = list(f.people) + [b for b in f.blobs if b.aspect >= UPRIGHT_ASPECT and b.h >= MIN_PERSON_HEIGHT]
-            for zone in self._zones:
+            for zone in zones:
                 if any(point_in_polygon(b.foot, list(zone.points)) for b in cands):
                     hits[zone.name] = hits.get(zone.name, 0) + 1
         inside = {z: n for z, n in hits.items() if n >= 2}

@@ -78,3 +78,29 @@ def test_pattern_onset_stops_at_an_earlier_incident() -> None:
     assert pattern_onset(flicker, {"fire"}, 2.0) == 30.0
     assert pattern_onset(entries, {"fall"}, 2.0) is None
     assert pattern_onset(entries, (), 2.0) is None
+
+
+def test_teacher_seeing_an_already_reported_alert_again_does_not_raise_it_twice() -> None:
+    from pipeline.records import Verdict, VerdictKind
+
+    monitor = CameraMonitor("c", StatesConfig(cooldown_s=10.0, quiet_after_s=4.0), ["fall"])
+    window = SlidingWindow("c", 10.0)
+    for t in (19.0, 19.5):
+        monitor.update(window.add(_report(t, ("fall",))))
+    ended = []
+    for t in (20.0, 21.0, 22.0, 23.0, 24.0):
+        out = monitor.update(window.add(_report(t)))
+        ended += [e for e in out.events if e.type == "fall" and e.phase == "end"]
+    assert ended, "the fall alert ends once the flag is gone for quiet_after_s"
+    monitor.update(window.add(_report(26.0, conf=0.3)))
+    monitor.escalate("e9", "i9", "low_confidence", frozenset(), 26.0, False)
+    teacher_sees_old_fall = Verdict("e9", "c", "i9", VerdictKind.CONFIRMED, ("person lying",), ("fall",), 0.8,
+                                    "a fall in the older frames", "test", "t", 1.0)
+    out = monitor.apply_verdict(teacher_sees_old_fall, 26.0)
+    assert not [e for e in out.events if e.type == "fall" and e.phase == "new"]
+    # ...but a fall the teacher sees long after the last one is news.
+    monitor.update(window.add(_report(60.0, conf=0.3)))
+    monitor.escalate("e10", "i10", "low_confidence", frozenset(), 60.0, False)
+    later = Verdict("e10", "c", "i10", VerdictKind.CONFIRMED, ("person lying",), ("fall",), 0.8, "a fall", "test", "t", 1.0)
+    out = monitor.apply_verdict(later, 60.0)
+    assert [e.type for e in out.events if e.phase == "new"] == ["fall"]
