@@ -37,6 +37,8 @@ from states.monitor import CameraMonitor, MonitorOutput
 
 log = logging.getLogger("edgewatch.runner")
 
+#: Lag samples kept per camera for the summary (about a day at 2 fps).
+_MAX_LAG_SAMPLES = 200_000
 #: Monitor states in which a safety pattern is open and the gate may not starve the student.
 _SAFETY_WATCH_STATES = frozenset({"suspicious", "escalated", "alert"})
 
@@ -111,11 +113,14 @@ def select_backends(settings: Settings, clock: Clock, *, probe_timeout_s: float 
 
 def _ollama_analyzer(role: str, settings: Settings, clock: Clock, offline: Any) -> Any:
     from pipeline.analyzers.ollama_client import OllamaStudent, OllamaTeacher
-    from pipeline.analyzers.prompts import STUDENT_PROMPT, TEACHER_PROMPT
+    from pipeline.analyzers.prompts import TEACHER_PROMPT
+    from pipeline.skills import load_active_prompt
 
     if role == "teacher":
         return OllamaTeacher(settings.teacher, TEACHER_PROMPT, clock)
-    primary = OllamaStudent(settings.student, STUDENT_PROMPT, clock)
+    # The student's system prompt is the active skill version (skills/active_skill.json), never
+    # edited by hand; every report records that version.
+    primary = OllamaStudent(settings.student, load_active_prompt("student", settings.skills.dir), clock)
     primary.warm_up()
     # The offline analyzer stands by: the breaker switches to it (and back) with an event each time.
     return FallbackStudent(primary, offline, CircuitBreaker(clock=clock), on_switch=None)
@@ -138,6 +143,8 @@ class RunSummary:
     gate: dict[str, int] = field(default_factory=dict)
     budget: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, Any] = field(default_factory=dict)
+    lag_s: dict[str, float] = field(default_factory=dict)
+    """How far analysis ran behind the newest frame (source seconds): p50, p95, max."""
     frames_analysed: int = 0
     student_failures: int = 0
     student_stale_dropped: int = 0
@@ -297,6 +304,7 @@ class CameraPipeline:
         self._current_item: EncodedFrame | None = None
         self._explanation = ""
         self.newest_frame_ts = 0.0
+        self.lags: list[float] = []
         # Thresholds that follow the time of day, load and the teacher's verdicts.  Baseline
         # policies under evaluation have no thresholds to adapt.
         self.adaptive: ThresholdController | None = None
@@ -312,6 +320,7 @@ class CameraPipeline:
 
     def offer(self, frame: Frame) -> bool:
         """A decoded frame; returns whether it was sampled.  Sampling happens in capture for files."""
+        self.newest_frame_ts = max(self.newest_frame_ts, frame.timestamp)
         if self.budget is None and not self.sampler.accept(frame.timestamp):
             return False
         self.process(frame)
@@ -357,6 +366,9 @@ class CameraPipeline:
             if self.outputs.metrics is not None:
                 self.outputs.metrics.student_latency(report.latency_ms / 1000.0)
             self.last_ts = max(self.last_ts, report.timestamp)
+            if len(self.lags) < _MAX_LAG_SAMPLES:
+                # How far the analysis runs behind the newest frame the camera gave (source seconds).
+                self.lags.append(max(0.0, self.newest_frame_ts - report.timestamp))
             self._current_item = item
             stats = self.window.add(report, item)
             self._apply(self.monitor.update(stats))
@@ -462,7 +474,7 @@ class CameraPipeline:
                                "from": switch.from_backend, "to": switch.to_backend, "reason": switch.reason})
 
     def source_event(self, event: Any) -> None:
-        self.outputs.decision({"kind": "source", **event.to_json()})
+        self.outputs.decision({**event.to_json(), "kind": "source", "event": event.kind})
         if self.outputs.metrics is not None:
             self.outputs.metrics.source_event(self.camera, event.kind)
         log.warning("%s: %s %s", self.camera, event.kind, event.detail)
@@ -489,6 +501,10 @@ class CameraPipeline:
         s.student_stale_dropped = self.pool.stats.stale_dropped
         s.student_latency_ms_mean = round(sum(self._latencies) / len(self._latencies), 2) if self._latencies else 0.0
         s.ollama_timings_ms = {k: round(v, 1) for k, v in self._timings.items()}
+        if self.lags:
+            ordered = sorted(self.lags)
+            s.lag_s = {"p50": round(ordered[len(ordered) // 2], 3), "p95": round(ordered[int(len(ordered) * 0.95)], 3),
+                       "max": round(ordered[-1], 3)}
         s.source_seconds = self.last_ts
 
     def health(self) -> dict[str, Any]:

@@ -112,6 +112,35 @@ class RecordedRequest:
         return list(self.body.get("images") or [])
 
     @property
+    def format_kind(self) -> str:
+        """What the ``format`` asks for: 'teacher', 'student', 'judge', 'array' (skill synthesis) or 'none'."""
+        fmt = (self.body or {}).get("format")
+        if not isinstance(fmt, dict):
+            return "none"
+        if fmt.get("type") == "array":
+            return "array"
+        props = fmt.get("properties") or {}
+        if "verdict" in props:
+            return "teacher"
+        if "score" in props:
+            return "judge"
+        return "student" if "safetyFlags" in props else "none"
+
+    @property
+    def system_text(self) -> str:
+        if not self.body:
+            return ""
+        return "\n".join(str(m.get("content") or "") for m in self.body.get("messages") or [] if m.get("role") == "system")
+
+    @property
+    def user_text(self) -> str:
+        if not self.body:
+            return ""
+        if self.path == "/api/generate":
+            return str(self.body.get("prompt") or "")
+        return "\n".join(str(m.get("content") or "") for m in self.body.get("messages") or [] if m.get("role") == "user")
+
+    @property
     def is_teacher(self) -> bool:
         fmt = (self.body or {}).get("format")
         return isinstance(fmt, dict) and "verdict" in (fmt.get("properties") or {})
@@ -271,6 +300,16 @@ def embedding_for(text: str, dims: int = 16) -> list[float]:
     return [v / norm for v in vec]
 
 
+def word_embedding_for(text: str, dims: int = 16) -> list[float]:
+    """A bag-of-words unit vector: texts sharing words are similar (a crude stand-in for a real embedding model)."""
+    dims = max(dims, 64)
+    vec = [0.0] * dims
+    for word in "".join(ch if ch.isalnum() else " " for ch in text.lower()).split():
+        vec[int.from_bytes(hashlib.sha256(word.encode("utf-8")).digest()[:4], "big") % dims] += 1.0
+    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+    return [v / norm for v in vec]
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in separate writes; with Nagle on, delayed ACKs add ~40 ms per
@@ -381,7 +420,8 @@ class _Handler(BaseHTTPRequestHandler):
         texts = body.get("input")
         texts = [texts] if isinstance(texts, str) else list(texts or [])
         dims = int(body.get("dimensions") or 16)
-        self._send_json(200, {"model": name, "embeddings": [embedding_for(str(t), dims) for t in texts],
+        vector = word_embedding_for if self.server.embeddings == "words" else embedding_for
+        self._send_json(200, {"model": name, "embeddings": [vector(str(t), dims) for t in texts],
                               "total_duration": 1_000_000, "load_duration": 0, "prompt_eval_count": len(texts)})
 
     def _generate(self, rec: RecordedRequest, body: dict[str, Any]) -> None:
@@ -495,8 +535,10 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     allow_reuse_address = True
 
-    def __init__(self, script: Script, models: dict[str, tuple[str, ...] | None], version: str, max_hang_s: float) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, script: Script, models: dict[str, tuple[str, ...] | None], version: str, max_hang_s: float,
+                 port: int = 0, embeddings: str = "hash") -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.embeddings = embeddings
         self.script = script
         self.models = {_normalise_model(k): v for k, v in models.items()}
         self.version = version
@@ -534,9 +576,12 @@ class OllamaTestServer:
         models: dict[str, tuple[str, ...] | None] | None = None,
         version: str = SERVER_VERSION,
         max_hang_s: float = 10.0,
+        port: int = 0,
+        embeddings: str = "hash",
     ) -> None:
         self.script = script or Script()
-        self._server = _Server(self.script, DEFAULT_MODELS if models is None else models, version, max_hang_s)
+        self._server = _Server(self.script, DEFAULT_MODELS if models is None else models, version, max_hang_s,
+                               port=port, embeddings=embeddings)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="ollama-test-server", daemon=True)
         self._started = False
@@ -600,3 +645,177 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+# --------------------------------------------------------------------------------------
+# The "skills-demo" script: a student whose quality depends on its system prompt
+# --------------------------------------------------------------------------------------
+#
+# For the skills loop (synthesise, score, promote) to mean anything against a scripted server,
+# the scripted student must answer better with a better prompt.  It "sees" with colour rules
+# (dark frame, orange area, the blue-teal shirt of `fixtures.demo.Walker` and its posture) and
+# follows two rules only when its system prompt states them: FALL_RULE (a lying person is a
+# fall) and LAMP_RULE (a small steady orange light is not fire).  CAUTIOUS_RULE makes it drop
+# flags it is unsure of, which loses safety recall.  The scripted teacher writes candidates
+# from these rules, grades answers on the rubric from the flags, and reviews sequences.
+
+FALL_RULE = "A person lying on the floor or the ground has fallen: raise the flag fall."
+LAMP_RULE = "A small steady orange lamp or light is not fire: raise fire only for flames."
+CAUTIOUS_RULE = "Raise a flag only when completely certain; when in doubt leave safetyFlags empty."
+BRIEF_RULE = "Keep every observation under six words."
+#: The extra rules of the candidates the scripted teacher writes, in order (cycled past five).
+CANDIDATE_RULES: tuple[tuple[str, ...], ...] = (
+    (BRIEF_RULE,),
+    (FALL_RULE,),
+    (CAUTIOUS_RULE, FALL_RULE, LAMP_RULE),
+    (LAMP_RULE,),
+    (FALL_RULE, LAMP_RULE),
+)
+
+
+@dataclass(frozen=True)
+class SceneFacts:
+    mean_brightness: float
+    orange_fraction: float
+    person_fraction: float
+    lying: bool
+
+
+def scene_facts(b64: str) -> SceneFacts | None:
+    try:
+        data = base64.b64decode(b64, validate=True)
+    except Exception:
+        return None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return None
+    b, g, r = (image[..., i].astype(np.int16) for i in range(3))
+    orange = (r > 180) & (g > 60) & (g < 190) & (b < 110)
+    shirt = (b > 135) & (g > 75) & (g < 145) & (r < 70)
+    lying = False
+    if shirt.mean() > 0.002:
+        ys, xs = np.nonzero(shirt)
+        # The torso's principal direction: wider than tall means lying down.
+        lying = float(np.percentile(xs, 90) - np.percentile(xs, 10)) > float(np.percentile(ys, 90) - np.percentile(ys, 10))
+    return SceneFacts(float(image.mean()), float(orange.mean()), float(shirt.mean()), lying)
+
+
+def skills_demo_student(facts: SceneFacts | None, system: str) -> dict[str, Any]:
+    cautious = CAUTIOUS_RULE in system
+    if facts is None:
+        return {"observations": ["no image"], "safetyFlags": [], "confidence": 0.2}
+    if facts.mean_brightness < 45:
+        return {"observations": ["image almost black"], "safetyFlags": [] if cautious else ["tamper"], "confidence": 0.85}
+    observations: list[str] = []
+    flags: list[str] = []
+    if facts.orange_fraction > 0.012:
+        observations.append("flames on the floor")
+        flags.append("fire")
+    elif facts.orange_fraction > 0.003:
+        if LAMP_RULE in system:
+            observations.append("lamp glowing orange")
+        else:
+            observations.append("orange glow")
+            flags.append("fire")
+    if facts.person_fraction > 0.002:
+        if facts.lying and FALL_RULE in system:
+            observations.append("person lying on the floor")
+            flags.append("fall")
+        elif facts.lying:
+            observations.append("person in an unusual pose")
+        else:
+            observations.append("person walking")
+    if not observations:
+        observations = ["empty room with a cabinet"]
+    return {"observations": observations, "safetyFlags": flags, "confidence": 0.8}
+
+
+def skills_demo_candidates(request: RecordedRequest) -> list[str]:
+    fmt = (request.body or {}).get("format") or {}
+    count = int(fmt.get("maxItems") or fmt.get("minItems") or 5)
+    user = request.user_text
+    start, end = user.find("<<<\n"), user.find("\n>>>")
+    base = user[start + 4:end].strip() if 0 <= start < end else "Report observations, safetyFlags and confidence."
+    out = []
+    for i in range(count):
+        rules = CANDIDATE_RULES[i % len(CANDIDATE_RULES)]
+        suffix = f" (variant {i // len(CANDIDATE_RULES) + 1})" if i >= len(CANDIDATE_RULES) else ""
+        out.append(base + "\n" + "\n".join(rules) + suffix)
+    return out
+
+
+def skills_demo_grade(user: str) -> dict[str, Any]:
+    def line(prefix: str) -> str:
+        for row in user.splitlines():
+            if row.startswith(prefix):
+                return row[len(prefix):].strip()
+        return ""
+
+    expected = {f.strip() for f in line("Reference safety flags:").split(",") if f.strip() and f.strip() != "none"}
+    said = {f.strip() for f in line("Answer safety flags:").split(",") if f.strip() and f.strip() != "none"}
+    if "(no observations)" in user:
+        return {"score": 0, "reason": "The answer is empty."}
+    if expected == said:
+        return {"score": 4, "reason": "The safety flags match the reference."}
+    return {"score": 1, "reason": f"Flags {sorted(said)} differ from the reference {sorted(expected)}."}
+
+
+def skills_demo_teacher(all_facts: list[SceneFacts | None]) -> dict[str, Any]:
+    facts = [f for f in all_facts if f is not None]
+    dark = sum(f.mean_brightness < 45 for f in facts)
+    orange = [f.orange_fraction for f in facts if f.orange_fraction > 0.003]
+    if dark >= 2:
+        return {"verdict": "confirmed", "observations": ["lens covered"], "safetyFlags": ["tamper"],
+                "confidence": 0.9, "explanation": f"{dark} images are black: the lens is covered."}
+    if len(orange) >= 2 and max(orange) - min(orange) > 0.002:
+        return {"verdict": "confirmed", "observations": ["flames growing"], "safetyFlags": ["fire"],
+                "confidence": 0.9, "explanation": "The orange region grows between images: fire."}
+    if any(f.lying for f in facts if f.person_fraction > 0.002):
+        return {"verdict": "confirmed", "observations": ["person lying on the floor"], "safetyFlags": ["fall"],
+                "confidence": 0.85, "explanation": "A person lies on the floor in the later images."}
+    return {"verdict": "dismissed", "observations": ["nothing unusual"], "safetyFlags": [],
+            "confidence": 0.8, "explanation": "No image shows the escalated concern."}
+
+
+def skills_demo_reply(request: RecordedRequest) -> Reply:
+    kind = request.format_kind
+    if kind == "array":
+        return Reply(content=json.dumps(skills_demo_candidates(request)))
+    if kind == "judge":
+        return Reply.answer(skills_demo_grade(request.user_text))
+    facts = [scene_facts(b64) for b64 in request.images]
+    if kind == "teacher":
+        return Reply.answer(skills_demo_teacher(facts))
+    return Reply.answer(skills_demo_student(facts[0] if facts else None, request.system_text))
+
+
+SKILLS_DEMO_MODELS: dict[str, tuple[str, ...] | None] = {
+    **DEFAULT_MODELS,
+    "embeddinggemma": ("embedding",),
+}
+SCRIPTS: dict[str, ReplyFn] = {"image": image_derived_reply, "skills-demo": skills_demo_reply}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until interrupted: ``python -m tests.ollama_server --port 11435 --script skills-demo``."""
+    import argparse
+    import logging
+
+    parser = argparse.ArgumentParser(description="The Ollama-protocol test server with a scripted model.")
+    parser.add_argument("--port", type=int, default=11435)
+    parser.add_argument("--script", choices=sorted(SCRIPTS), default="skills-demo")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    server = OllamaTestServer(Script(default=SCRIPTS[args.script]), models=SKILLS_DEMO_MODELS, port=args.port,
+                              embeddings="words")
+    with server:
+        logging.getLogger("ollama_server").info("scripted Ollama (%s) on %s; Ctrl-C to stop", args.script, server.url)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

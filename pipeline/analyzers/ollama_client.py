@@ -592,3 +592,71 @@ def timed_image_call(cfg: ModelEndpoint, image_b64: str, clock: Clock | None = N
     finally:
         endpoint.close()
     return ImageCallResult(model=cfg.model, ok=True, latency_ms=(clock.monotonic() - start) * 1000.0, timings=timings)
+
+
+# --------------------------------------------------------------------------------------
+# Text models and embeddings (for `pipeline.skills`: synthesis, judging, semantic scoring)
+# --------------------------------------------------------------------------------------
+
+
+class OllamaChat:
+    """A model used for one-off JSON tasks (writing candidate prompts, judging answers); thread-safe.
+
+    Failures raise a classified `ModelError`: unlike the student and teacher in the pipeline,
+    an offline tool has nobody to fall back on, and a clear one-line error is the right answer."""
+
+    def __init__(self, cfg: ModelEndpoint, clock: Clock | None = None, *, rng: random.Random | None = None,
+                 backoff_s: float = DEFAULT_BACKOFF_S) -> None:
+        self._endpoint = _Endpoint(cfg, clock or SystemClock(), rng, backoff_s)
+        self.model = cfg.model
+        self.shown_host = self._endpoint.shown_host
+
+    def complete(self, system: str, user: str, fmt: dict[str, Any] | None = None,
+                 images: list[str] | None = None) -> str:
+        """The answer text for one system + user message; retried once when a retry can help."""
+        message: dict[str, Any] = {"role": "user", "content": user}
+        if images:
+            message["images"] = list(images)
+        messages = [{"role": "system", "content": system}, message]
+        last: ModelError | None = None
+        for attempt in (1, 2):
+            try:
+                result = self._endpoint.chat_once(messages, fmt)
+                if not result.content.strip():
+                    raise ModelError(FailureKind.MALFORMED, f"{self.model} gave an empty answer")
+                return result.content
+            except ModelError as err:
+                last = err
+                if attempt == 2 or not err.retryable:
+                    break
+                if err.kind is FailureKind.OVERLOADED:
+                    self._endpoint.backoff()
+        assert last is not None
+        raise last
+
+    def ask(self, system: str, user: str, contract: type[Contract], images: list[str] | None = None) -> Contract:
+        """An answer validated against ``contract`` (sent as the output format); `ModelError` otherwise."""
+        message: dict[str, Any] = {"role": "user", "content": user}
+        if images:
+            message["images"] = list(images)
+        answer, _ = self._endpoint.call_validated([{"role": "system", "content": system}, message], contract)
+        return answer
+
+    def close(self) -> None:
+        self._endpoint.close()
+
+
+def embed(host: str, model: str, texts: list[str], timeout_s: float) -> list[list[float]]:
+    """Ollama ``/api/embed`` vectors for ``texts`` (same order); raises a classified `ModelError`."""
+    if not texts:
+        return []
+    with ollama.Client(host=host, timeout=timeout_s) as client:
+        try:
+            resp = client.embed(model=model, input=list(texts))
+        except Exception as exc:
+            raise classify(exc, host=host, model=model) from None
+    vectors = [list(map(float, v)) for v in (resp.embeddings or [])]
+    if len(vectors) != len(texts):
+        raise ModelError(FailureKind.MALFORMED,
+                         f"{mask_host(host)} returned {len(vectors)} embeddings for {len(texts)} texts (model '{model}')")
+    return vectors

@@ -1,0 +1,929 @@
+"""``run_camera.py evaluate``: how much of the teacher's accuracy routing keeps, at what cost.
+
+Every policy runs the real pipeline (`pipeline.runner.Runner`: capture, gate, encode, window,
+states, policy, teacher queue) on the same labelled clips with the same student/teacher pair:
+
+=====================  ==========================================================================
+student_only           our pipeline, a policy that never escalates (alerts from k-of-n persistence)
+teacher_only           the teacher answers every analysed frame (it sits in the student's slot)
+ours                   the default `EscalationPolicy` (sequences of up to ``max_keyframes``)
+fixed_interval         gate off, one frame every N s straight to the teacher (N matched to ours'
+                       teacher images on the clip unless ``--fixed-interval-s``)
+confidence_only        any single frame below ``min_confidence`` goes to the teacher alone
+ours_single_frame      ours, but each escalation carries one keyframe (``max_keyframes = 1``)
+=====================  ==========================================================================
+
+Metrics (per seed pooled over clips, then mean ± sd over seeds):
+
+* **event recall / precision** — a labelled event is found when a detection of its type
+  overlaps it widened by ``match_tolerance_s`` each side.  Detections are alerts that the
+  teacher did not dismiss, and for person/vehicle the activity events; ``motion`` activity
+  has no labelled counterpart and is not counted.  Precision = detections that overlap a
+  labelled event of their type / detections.
+* **safety recall**, and **missed vs teacher-only**: labelled safety events that the
+  teacher-only run found and this policy did not (same clip, same seed).
+* **frame accuracy** — on the standard sampling grid (every 1 / ``capture.sample_fps`` s,
+  the frames the pipeline samples) inside labelled intervals (events or quiet), leaving out
+  ``match_tolerance_s`` either side of each safety event's start and end: the set of safety
+  types the system is alerting on at that instant (open alerts — a dismissed one until its
+  dismissal) equals the labelled set.  Every policy is scored at the same instants, whatever
+  it analysed.  Activity (person/vehicle) is scored by event recall/precision only: activity
+  events are not routed to the teacher.
+* **time to alert** — for found safety events: start of the first matching detection minus
+  the event's start (0 when it was already open).
+* **calls, images, share, compute** — student calls; teacher calls (reviews, or analysed
+  frames when the teacher sits in the student's slot); teacher images (keyframes sent, a
+  frame in two sequences counted twice; in the slot, one per analysed frame); teacher share
+  = distinct frames the teacher saw / frames the standard pipeline analyses on that clip
+  (the student-only run's analysed frames); model compute = summed latencies: measured for
+  offline/ollama, the configured figures for simulated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.baselines import ConfidenceOnly, NeverEscalate
+from pipeline.clock import Clock, SystemClock
+from pipeline.config import Settings, load_settings
+from pipeline.errors import ConfigError, UsageError
+from pipeline.escalation import EscalationPolicy, Thresholds
+from pipeline.labels import ACTIVITY_TYPES, ClipLabels, LabelledEvent, LabelSet, is_safety_type, load_labels
+from pipeline.records import EncodedFrame, Escalation, FrameReport, Priority, Verdict, VerdictKind
+
+log = logging.getLogger("edgewatch.evaluation")
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_LABELS = ROOT / "fixtures" / "demo" / "demo.labels.json"
+SHARED_CLIPS = ROOT.parent / "shared" / "fixtures" / "clips"
+
+POLICIES: tuple[str, ...] = ("student_only", "teacher_only", "ours", "ours_single_frame", "confidence_only", "fixed_interval")
+#: Policies in which the teacher answers frames in the student's slot.
+TEACHER_SLOT = frozenset({"teacher_only", "fixed_interval"})
+PAIRS = ("simulated", "offline", "ollama")
+SWEEPS = ("none", "thresholds", "models", "all")
+#: Our policy's threshold sweep (min_confidence) and the baselines' budget sweeps.
+SWEEP_MIN_CONFIDENCE = (0.5, 0.6, 0.72, 0.8, 0.9)
+SWEEP_FIXED_INTERVAL_S = (2.0, 5.0, 10.0, 20.0)
+SWEEP_STUDENT_ACCURACY = (0.55, 0.68, 0.8)
+SWEEP_INFORMATIVENESS = (0.0, 0.5, 1.0)
+#: Frames of context the teacher-in-the-student's-slot adapter shows with each frame.
+TEACHER_SLOT_CONTEXT = 2
+
+
+# --------------------------------------------------------------------------------------
+# The teacher answering single frames (teacher-only, fixed interval)
+# --------------------------------------------------------------------------------------
+
+
+class TeacherAsStudent:
+    """Puts a `Teacher` in the student's slot: each analysed frame is reviewed, with the
+    previous ``context`` analysed frames as context (a sequence teacher needs to see motion),
+    and the verdict becomes the frame's report."""
+
+    prompt_version = "teacher-per-frame/1"
+
+    def __init__(self, teacher: Any, *, context: int = TEACHER_SLOT_CONTEXT) -> None:
+        self.teacher = teacher
+        self.backend = teacher.backend
+        self.model = teacher.model
+        self.context = max(0, context)
+        self._recent: list[EncodedFrame] = []
+        self.images = 0
+
+    def analyze(self, item: EncodedFrame) -> FrameReport:
+        frame = item.frame
+        frames = tuple(self._recent[-self.context:]) + (item,) if self.context else (item,)
+        self._recent = (self._recent + [item])[-max(1, self.context):]
+        self.images += len(frames)
+        escalation = Escalation(id=f"{frame.source_id}-frame-{frame.index}", camera=frame.source_id,
+                                incident_id=f"{frame.source_id}-frame-{frame.index}", reason="teacher_per_frame",
+                                priority=Priority.AUDIT, created_at=frame.timestamp, flags=frozenset(),
+                                keyframes=frames, timeline=())
+        verdict: Verdict = self.teacher.review(escalation)
+        if verdict.kind == VerdictKind.UNVERIFIED:
+            return FrameReport.failed(frame=frame, backend=self.backend, model=self.model, prompt_version=self.prompt_version,
+                                      latency_ms=verdict.latency_ms, error=verdict.explanation[:200] or "unverified")
+        return FrameReport(camera=frame.source_id, frame_index=frame.index, timestamp=frame.timestamp,
+                           observations=verdict.observations, safety_flags=verdict.safety_flags,
+                           confidence=verdict.confidence, backend=self.backend, model=self.model,
+                           prompt_version=self.prompt_version, latency_ms=verdict.latency_ms, timings=dict(verdict.timings))
+
+    def close(self) -> None:
+        self.teacher.close()
+
+
+# --------------------------------------------------------------------------------------
+# Detections and matching
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One event of the run's event log, folded over its lines (final type and review)."""
+
+    id: str
+    type: str
+    severity: str
+    start: float
+    end: float
+    """Source time the event ended (inf when still open at the end of the run)."""
+    review: str = "not_reviewed"
+
+    @property
+    def dismissed(self) -> bool:
+        return self.review == "dismissed"
+
+    @property
+    def counts(self) -> bool:
+        """Counts as a detection: an alert not dismissed, or person/vehicle activity."""
+        if self.severity == "alert":
+            return not self.dismissed
+        return self.type in ACTIVITY_TYPES
+
+    @property
+    def shown(self) -> bool:
+        """Part of what the system reports at an instant (a dismissed alert until its dismissal)."""
+        return self.severity == "alert" or self.type in ACTIVITY_TYPES
+
+    def overlaps(self, event: LabelledEvent, tolerance_s: float) -> bool:
+        return self.type == event.type and self.start <= event.end + tolerance_s and self.end >= event.start - tolerance_s
+
+
+def detections_from_events(lines: Iterable[dict[str, Any]]) -> list[Detection]:
+    """Fold event-log lines (new/update/end with one id) into detections."""
+    folded: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        eid = line.get("id")
+        if not isinstance(eid, str):
+            continue
+        d = folded.setdefault(eid, {"start": line.get("start"), "end": None})
+        d["type"] = line.get("type")
+        d["severity"] = line.get("severity")
+        d["review"] = line.get("review", "not_reviewed")
+        if line.get("phase") == "end" and line.get("end") is not None:
+            d["end"] = line["end"]
+    out = []
+    for eid, d in folded.items():
+        if d["start"] is None or d["type"] is None:
+            continue
+        end = math.inf if d["end"] is None else float(d["end"])
+        out.append(Detection(eid, str(d["type"]), str(d["severity"]), float(d["start"]), end, str(d["review"])))
+    return sorted(out, key=lambda x: (x.start, x.id))
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    found: dict[int, Detection]
+    """Index of a labelled event → its earliest matching detection."""
+    true_detections: frozenset[str]
+    """Ids of counted detections that overlap a labelled event of their type."""
+    counted: int
+
+
+def match_events(events: Sequence[LabelledEvent], detections: Sequence[Detection], tolerance_s: float) -> MatchResult:
+    counted = [d for d in detections if d.counts]
+    found: dict[int, Detection] = {}
+    true_ids: set[str] = set()
+    for i, ev in enumerate(events):
+        hits = [d for d in counted if d.overlaps(ev, tolerance_s)]
+        if hits:
+            found[i] = min(hits, key=lambda d: (d.start, d.id))
+            true_ids.update(d.id for d in hits)
+    return MatchResult(found=found, true_detections=frozenset(true_ids), counted=len(counted))
+
+
+def alerted_types(detections: Sequence[Detection], t: float) -> frozenset[str]:
+    """The safety types the system is alerting on at instant ``t`` (a dismissed alert until its dismissal)."""
+    return frozenset(d.type for d in detections if d.severity == "alert" and is_safety_type(d.type) and d.start <= t < d.end)
+
+
+def safety_truth(clip: ClipLabels, t: float) -> frozenset[str]:
+    return frozenset(x for x in clip.truth_at(t) if is_safety_type(x))
+
+
+def sample_grid(clip: ClipLabels, sample_fps: float, margin_s: float = 0.0) -> list[float]:
+    """The instants frame accuracy is scored at: the sampling grid inside labelled intervals,
+    leaving out ``margin_s`` either side of each safety event's start and end (label times are
+    approximate, and every alert is raised and ended a little after the scene changes)."""
+    step = 1.0 / sample_fps
+    n = int(math.floor(clip.duration_s / step + 1e-9))
+    edges = [x for e in clip.events if e.safety for x in (e.start, e.end)]
+    return [round(k * step, 6) for k in range(n + 1)
+            if clip.is_labelled(k * step) and all(abs(k * step - x) > margin_s for x in edges)]
+
+
+@dataclass
+class ClipScore:
+    """Counts for one policy on one clip (summed over clips before ratios are taken)."""
+
+    events: int = 0
+    found: int = 0
+    safety_events: int = 0
+    safety_found: int = 0
+    detections: int = 0
+    true_detections: int = 0
+    frames: int = 0
+    frames_correct: int = 0
+    alert_delays: list[float] = field(default_factory=list)
+    found_safety: set[int] = field(default_factory=set)
+    """Indexes (into the clip's events) of safety events found."""
+
+
+def score_clip(clip: ClipLabels, detections: Sequence[Detection], grid: Sequence[float], tolerance_s: float) -> ClipScore:
+    m = match_events(clip.events, detections, tolerance_s)
+    s = ClipScore()
+    s.events = len(clip.events)
+    s.found = len(m.found)
+    for i, ev in enumerate(clip.events):
+        if ev.safety:
+            s.safety_events += 1
+            if i in m.found:
+                s.safety_found += 1
+                s.found_safety.add(i)
+                s.alert_delays.append(max(0.0, m.found[i].start - ev.start))
+    s.detections = m.counted
+    s.true_detections = len(m.true_detections)
+    for t in grid:
+        s.frames += 1
+        s.frames_correct += int(alerted_types(detections, t) == safety_truth(clip, t))
+    return s
+
+
+# --------------------------------------------------------------------------------------
+# Running policies
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunRecord:
+    """One policy on one clip with one seed: its score and its costs."""
+
+    policy: str
+    variant: str
+    clip: str
+    seed: int
+    score: ClipScore
+    analysed: int
+    student_calls: int
+    teacher_calls: int
+    teacher_images: int
+    teacher_frames: int
+    """Distinct analysed frames the teacher saw."""
+    student_ms: float
+    teacher_ms: float
+    escalations: int
+    out_dir: str
+    reference_frames: int = 0
+    """Frames the standard pipeline analyses on this clip (the student-only run's)."""
+
+    @property
+    def teacher_share(self) -> float:
+        return self.teacher_frames / self.reference_frames if self.reference_frames else float("nan")
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.score
+        return {"policy": self.policy, "variant": self.variant, "clip": self.clip, "seed": self.seed,
+                "events": s.events, "found": s.found, "safety_events": s.safety_events, "safety_found": s.safety_found,
+                "detections": s.detections, "true_detections": s.true_detections, "frames": s.frames,
+                "frames_correct": s.frames_correct, "alert_delays_s": [round(d, 3) for d in s.alert_delays],
+                "analysed": self.analysed, "student_calls": self.student_calls, "teacher_calls": self.teacher_calls,
+                "teacher_images": self.teacher_images, "teacher_frames": self.teacher_frames, "reference_frames": self.reference_frames,
+                "teacher_share": None if math.isnan(self.teacher_share) else round(self.teacher_share, 4),
+                "student_ms": round(self.student_ms, 1), "teacher_ms": round(self.teacher_ms, 1),
+                "escalations": self.escalations, "out_dir": self.out_dir}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A policy with its settings overrides (the default, or one point of a sweep)."""
+
+    policy: str
+    name: str
+    min_confidence: float | None = None
+    fixed_interval_s: float | None = None
+    evaluation: dict[str, float] = field(default_factory=dict)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s: skipping a line that is not JSON", path)
+    return out
+
+
+BackendFactory = Callable[[Settings, ClipLabels, int, bool], Any]
+
+
+def make_backends(pair: str, settings: Settings, clip: ClipLabels, seed: int, teacher_slot: bool, clock: Clock) -> Any:
+    """`Backends` for one run; ``teacher_slot`` puts the teacher in the student's place."""
+    from pipeline.runner import Backends
+
+    if pair == "simulated":
+        from pipeline.analyzers.simulated import SimulatedStudent, SimulatedTeacher
+
+        cfg = settings.evaluation
+        teacher = SimulatedTeacher(clip, cfg, seed=seed)
+        student = SimulatedStudent(clip, cfg, seed=seed, role="teacher" if teacher_slot else "student")
+        return Backends(student=student, teacher=teacher, notices=["student and teacher: simulated (labels through the error model)"])
+    if pair == "offline":
+        from pipeline.analyzers.offline import OfflineStudent, OfflineTeacher
+
+        teacher = OfflineTeacher(settings.offline, settings.zones, clock)
+        student: Any = TeacherAsStudent(OfflineTeacher(settings.offline, settings.zones, clock)) if teacher_slot \
+            else OfflineStudent(settings.offline, settings.zones, clock)
+        return Backends(student=student, teacher=teacher, notices=["student and teacher: the embedded offline analyzers"])
+    if pair == "ollama":
+        from pipeline.runner import select_backends
+
+        forced = settings.model_copy(update={
+            "student": settings.student.model_copy(update={"backend": "ollama"}),
+            "teacher": settings.teacher.model_copy(update={"backend": "ollama"}),
+        })
+        chosen = select_backends(forced, clock)
+        if teacher_slot:
+            chosen.student.close()
+            return Backends(student=TeacherAsStudent(chosen.teacher), teacher=chosen.teacher, notices=chosen.notices)
+        return chosen
+    raise UsageError(f"unknown pair {pair!r} (choose {', '.join(PAIRS)})")
+
+
+def variant_settings(base: Settings, variant: Variant, clip_index: int, out_dir: Path) -> Settings:
+    s = base.model_copy(deep=True)
+    updates: dict[str, Any] = {
+        "camera_id": f"clip{clip_index:02d}",
+        "output": s.output.model_copy(update={"out_dir": out_dir, "snapshots": False}),
+        # One student call at a time: a replay is then deterministic.
+        "student": s.student.model_copy(update={"max_concurrent": 1}),
+        "teacher": s.teacher.model_copy(update={"wait_in_replay": True}),
+    }
+    if variant.evaluation:
+        updates["evaluation"] = s.evaluation.model_copy(update=dict(variant.evaluation))
+    if variant.min_confidence is not None:
+        updates["escalation"] = s.escalation.model_copy(update={"min_confidence": variant.min_confidence})
+    if variant.policy in ("ours_single_frame", "confidence_only"):
+        updates["teacher"] = updates["teacher"].model_copy(update={"max_keyframes": 1})
+    if variant.policy == "fixed_interval":
+        interval = variant.fixed_interval_s or 10.0
+        updates["gate"] = s.gate.model_copy(update={"enabled": False})
+        updates["capture"] = s.capture.model_copy(update={"sample_fps": min(60.0, 1.0 / interval)})
+    return s.model_copy(update=updates)
+
+
+def policy_factory(variant: Variant) -> Callable[[Settings, str], Any]:
+    if variant.policy in ("ours", "ours_single_frame"):
+        return lambda settings, camera: EscalationPolicy(Thresholds.from_config(settings.escalation))
+    if variant.policy == "confidence_only":
+        return lambda settings, camera: ConfidenceOnly(settings.escalation.min_confidence)
+    return lambda settings, camera: NeverEscalate()
+
+
+def run_variant(variant: Variant, *, pair: str, base: Settings, labels: LabelSet, clip: ClipLabels, clip_index: int,
+                seed: int, out_dir: Path, grid: Sequence[float], clock: Clock | None = None) -> RunRecord:
+    """Run one policy variant over one clip through the real `Runner` and score it."""
+    from pipeline.runner import Runner
+
+    clock = clock or SystemClock()
+    settings = variant_settings(base, variant, clip_index, out_dir)
+    # The sinks append: a run folder reused from an earlier evaluation must start empty.
+    for stale in ("events.jsonl", "decisions.jsonl", "summary.json", "metrics.json"):
+        (out_dir / stale).unlink(missing_ok=True)
+    teacher_slot = variant.policy in TEACHER_SLOT
+    backends = make_backends(pair, settings, clip, seed, teacher_slot, clock)
+    Runner(settings, backends, clock=clock, policy_factory=policy_factory(variant)).run(str(labels.video_path(clip)))
+    events = _read_jsonl(out_dir / "events.jsonl")
+    decisions = _read_jsonl(out_dir / "decisions.jsonl")
+    detections = detections_from_events(events)
+    score = score_clip(clip, detections, grid, settings.evaluation.match_tolerance_s)
+    slot_ms = sum(float(d.get("student", {}).get("latency_ms", 0.0)) for d in decisions if d.get("kind") == "decision")
+    analysed = sum(1 for d in decisions if d.get("kind") == "decision")
+    keyframes = {d["id"]: len(d.get("keyframes", [])) for d in decisions if d.get("kind") == "escalation"}
+    keyframe_times = {d["id"]: d.get("keyframes", []) for d in decisions if d.get("kind") == "escalation"}
+    verdicts = [d for d in decisions if d.get("kind") == "verdict"]
+    verdict_ms = sum(float(v.get("latency_ms", 0.0)) for v in verdicts)
+    reviewed_images = sum(keyframes.get(v.get("escalation_id"), 0) for v in verdicts)
+    # Distinct frames the teacher looked at (sequences overlap: a frame seen twice counts once).
+    seen_frames = {round(float(t), 3) for v in verdicts for t in keyframe_times.get(v.get("escalation_id"), [])}
+    record = RunRecord(
+        policy=variant.policy, variant=variant.name, clip=clip.file, seed=seed, score=score, analysed=analysed,
+        student_calls=0 if teacher_slot else analysed,
+        teacher_calls=(analysed if teacher_slot else 0) + len(verdicts),
+        teacher_images=(analysed if teacher_slot else 0) + reviewed_images,
+        teacher_frames=analysed if teacher_slot else len(seen_frames),
+        student_ms=0.0 if teacher_slot else slot_ms,
+        teacher_ms=(slot_ms if teacher_slot else 0.0) + verdict_ms,
+        escalations=len(keyframes), out_dir=str(out_dir),
+    )
+    (out_dir / "metrics.json").write_text(json.dumps(record.to_json(), indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+# --------------------------------------------------------------------------------------
+# Aggregation
+# --------------------------------------------------------------------------------------
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def pooled_metrics(records: Sequence[RunRecord], teacher_only: Sequence[RunRecord] = ()) -> dict[str, float]:
+    """Metrics of one policy variant for one seed, pooled over clips."""
+    ev = sum(r.score.events for r in records)
+    delays = [d for r in records for d in r.score.alert_delays]
+    ref = sum(r.reference_frames for r in records)
+    by_clip = {r.clip: r for r in teacher_only}
+    missed = 0
+    for r in records:
+        t = by_clip.get(r.clip)
+        if t is not None:
+            missed += len(t.score.found_safety - r.score.found_safety)
+    return {
+        "event_recall": _ratio(sum(r.score.found for r in records), ev),
+        "precision": _ratio(sum(r.score.true_detections for r in records), sum(r.score.detections for r in records)),
+        "safety_recall": _ratio(sum(r.score.safety_found for r in records), sum(r.score.safety_events for r in records)),
+        "missed_vs_teacher_only": float(missed) if teacher_only else float("nan"),
+        "frame_accuracy": _ratio(sum(r.score.frames_correct for r in records), sum(r.score.frames for r in records)),
+        "time_to_alert_s": statistics.fmean(delays) if delays else float("nan"),
+        "student_calls": float(sum(r.student_calls for r in records)),
+        "teacher_calls": float(sum(r.teacher_calls for r in records)),
+        "teacher_images": float(sum(r.teacher_images for r in records)),
+        "teacher_share": _ratio(sum(r.teacher_frames for r in records), ref),
+        "compute_s": sum(r.student_ms + r.teacher_ms for r in records) / 1000.0,
+    }
+
+
+def spread(values: Sequence[float]) -> dict[str, float | None]:
+    vals = [v for v in values if not math.isnan(v)]
+    if not vals:
+        return {"mean": None, "sd": None, "min": None, "max": None, "n": 0}
+    return {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+            "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def aggregate(records: Sequence[RunRecord], seeds: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """Per variant: each metric's spread over seeds (plus accuracy relative to teacher-only)."""
+    out: dict[str, dict[str, Any]] = {}
+    variants = list(dict.fromkeys(r.variant for r in records))
+    for name in variants:
+        per_seed: dict[str, list[float]] = {}
+        for seed in seeds:
+            mine = [r for r in records if r.variant == name and r.seed == seed]
+            if not mine:
+                continue
+            tonly = [r for r in records if r.variant == "teacher_only" and r.seed == seed]
+            m = pooled_metrics(mine, tonly)
+            if tonly:
+                m["accuracy_vs_teacher_only"] = _ratio(m["frame_accuracy"], pooled_metrics(tonly)["frame_accuracy"])
+            for k, v in m.items():
+                per_seed.setdefault(k, []).append(v)
+        policy = next(r.policy for r in records if r.variant == name)
+        out[name] = {"policy": policy, **{k: spread(v) for k, v in per_seed.items()}}
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------
+
+_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("event_recall", "event recall", "pct"),
+    ("precision", "precision", "pct"),
+    ("safety_recall", "safety recall", "pct"),
+    ("missed_vs_teacher_only", "safety missed vs teacher-only", "num"),
+    ("frame_accuracy", "frame accuracy", "pct"),
+    ("accuracy_vs_teacher_only", "accuracy / teacher-only", "pct"),
+    ("time_to_alert_s", "time to alert (s)", "sec"),
+    ("student_calls", "student calls", "num"),
+    ("teacher_calls", "teacher calls", "num"),
+    ("teacher_images", "teacher images", "num"),
+    ("teacher_share", "teacher share", "pct"),
+    ("compute_s", "model compute (s)", "sec"),
+)
+
+
+def _fmt(cell: dict[str, Any] | None, kind: str) -> str:
+    if not cell or cell.get("mean") is None:
+        return "n/a"
+    mean, sd, n = cell["mean"], cell["sd"], cell["n"]
+    if kind == "pct":
+        text = f"{mean * 100:.1f}%"
+        return text + (f" ± {sd * 100:.1f}" if n > 1 else "")
+    if kind == "sec":
+        text = f"{mean:.2f}" if mean < 100 else f"{mean:.0f}"
+        return text + (f" ± {sd:.2f}" if n > 1 and mean < 100 else (f" ± {sd:.0f}" if n > 1 else ""))
+    text = f"{mean:.1f}" if mean != int(mean) or n > 1 else f"{int(mean)}"
+    return text + (f" ± {sd:.1f}" if n > 1 else "")
+
+
+def markdown_table(agg: dict[str, dict[str, Any]], variants: Sequence[str]) -> str:
+    head = "| policy | " + " | ".join(label for _, label, _ in _COLUMNS) + " |"
+    sep = "|---|" + "|".join("---:" for _ in _COLUMNS) + "|"
+    rows = [head, sep]
+    for name in variants:
+        if name not in agg:
+            continue
+        rows.append(f"| {name} | " + " | ".join(_fmt(agg[name].get(key), kind) for key, _, kind in _COLUMNS) + " |")
+    return "\n".join(rows)
+
+
+def target_check(agg: dict[str, dict[str, Any]]) -> list[str]:
+    """The issue's target, stated against what was measured (means over seeds)."""
+
+    def mean(name: str, key: str) -> float | None:
+        cell = agg.get(name, {}).get(key)
+        return None if not cell else cell.get("mean")
+
+    lines = []
+    ratio, share, missed = mean("ours", "accuracy_vs_teacher_only"), mean("ours", "teacher_share"), mean("ours", "missed_vs_teacher_only")
+    if ratio is not None:
+        lines.append(f"- ours keeps {ratio * 100:.1f}% of teacher-only frame accuracy (target >= 97%): {'met' if ratio >= 0.97 else 'NOT met'}")
+    if share is not None:
+        lines.append(f"- ours puts the teacher on {share * 100:.1f}% of analysed frames (target <= 15%): {'met' if share <= 0.15 else 'NOT met'}")
+    if missed is not None:
+        lines.append(f"- safety events teacher-only found that ours missed: {missed:.2f} per seed (target 0): {'met' if missed == 0 else 'NOT met'}")
+    ours_acc = mean("ours", "frame_accuracy")
+    for other in ("fixed_interval", "confidence_only"):
+        acc, osh = mean(other, "frame_accuracy"), mean(other, "teacher_share")
+        if ours_acc is None or acc is None or osh is None or share is None:
+            continue
+        verdict = "beats" if ours_acc > acc else "does NOT beat"
+        lines.append(f"- ours {verdict} {other}: frame accuracy {ours_acc * 100:.1f}% vs {acc * 100:.1f}% "
+                     f"at teacher share {share * 100:.1f}% vs {osh * 100:.1f}%")
+    return lines
+
+
+# --------------------------------------------------------------------------------------
+# Plots (matplotlib is optional)
+# --------------------------------------------------------------------------------------
+
+
+def write_plots(out: Path, agg: dict[str, dict[str, Any]], records: Sequence[RunRecord], labels: LabelSet,
+                clips: Sequence[ClipLabels], backend: str) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("plots skipped: matplotlib is not installed (pip install 'edgewatch[plots]')")
+        return []
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for policy in POLICIES:
+        pts = [(v["teacher_share"]["mean"], v["frame_accuracy"]["mean"], v["teacher_share"]["sd"] or 0, v["frame_accuracy"]["sd"] or 0)
+               for name, v in agg.items() if v["policy"] == policy and v.get("teacher_share", {}).get("mean") is not None
+               and v.get("frame_accuracy", {}).get("mean") is not None]
+        if not pts:
+            continue
+        pts.sort()
+        xs, ys, xe, ye = zip(*pts)
+        style = "-o" if len(pts) > 1 else "o"
+        ax.errorbar(xs, ys, xerr=xe, yerr=ye, fmt=style, capsize=3, label=policy)
+    ax.set_xlabel("teacher share (distinct frames the teacher saw / analysed frames)")
+    ax.set_ylabel("frame accuracy on labelled intervals")
+    ax.set_title(f"accuracy vs teacher share ({backend} pair)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = plots / "accuracy_vs_teacher_share.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(str(path))
+    seed = records[0].seed if records else 0
+    for clip in clips:
+        run = next((r for r in records if r.variant == "ours" and r.clip == clip.file and r.seed == seed), None)
+        if run is None:
+            continue
+        path = plots / f"timeline_{Path(clip.file).stem}.png"
+        _timeline(plt, path, clip, Path(run.out_dir), backend, seed)
+        written.append(str(path))
+    return written
+
+
+def _timeline(plt: Any, path: Path, clip: ClipLabels, run_dir: Path, backend: str, seed: int) -> None:
+    decisions = _read_jsonl(run_dir / "decisions.jsonl")
+    detections = detections_from_events(_read_jsonl(run_dir / "events.jsonl"))
+    fig, (ax, axc) = plt.subplots(2, 1, figsize=(11, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    types = sorted({e.type for e in clip.events} | {d.type for d in detections if d.shown})
+    row = {t: i for i, t in enumerate(types)}
+    for e in clip.events:
+        ax.broken_barh([(e.start, e.end - e.start)], (row[e.type] - 0.4, 0.35), color="tab:green", alpha=0.6)
+    for d in clip.decoys:
+        if d.type in row:
+            ax.broken_barh([(d.start, d.end - d.start)], (row[d.type] - 0.4, 0.35), color="tab:olive", alpha=0.3, hatch="//")
+    for d in detections:
+        if d.shown:
+            end = min(d.end, clip.duration_s)
+            colour = "tab:gray" if d.dismissed else ("tab:red" if d.severity == "alert" else "tab:blue")
+            ax.broken_barh([(d.start, max(0.05, end - d.start))], (row[d.type] + 0.05, 0.35), color=colour, alpha=0.7)
+    reports = [d for d in decisions if d.get("kind") == "decision"]
+    for r in reports:
+        for f in r.get("student", {}).get("safetyFlags", []):
+            if f in row:
+                ax.plot(r["t"], row[f], "k|", markersize=6)
+    for d in decisions:
+        if d.get("kind") == "escalation":
+            ax.axvline(d["t"], color="tab:orange", alpha=0.5, lw=1)
+        elif d.get("kind") == "verdict":
+            ax.plot(d["t"], -0.8, "v", color="tab:green" if d.get("verdict") == "confirmed" else "tab:gray")
+        elif d.get("kind") == "transition":
+            ax.text(d["t"], len(types) - 0.3, d.get("to", ""), fontsize=6, rotation=90, va="bottom")
+    ax.set_yticks(range(len(types)), types)
+    ax.set_ylim(-1.2, len(types) + 0.8)
+    ax.set_title(f"{clip.file} — ours, {backend} pair, seed {seed}: labels (green), alerts (red), activity (blue), "
+                 "dismissed (grey), student flags (|), escalations (orange), verdicts (v)", fontsize=8)
+    axc.plot([r["t"] for r in reports], [r.get("student", {}).get("confidence", 0) for r in reports], ".-", ms=3)
+    axc.set_ylabel("student conf.")
+    axc.set_xlabel("source seconds")
+    axc.set_ylim(0, 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------
+# The harness
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluationResult:
+    records: list[RunRecord]
+    aggregates: dict[str, dict[str, Any]]
+    model_sweep: list[dict[str, Any]]
+    skipped: list[str]
+    variants: list[str]
+    report_path: Path
+    json_path: Path
+    table: str
+
+
+def _variants_for(policies: Sequence[str], sweep: str) -> list[Variant]:
+    out = [Variant(p, p) for p in policies]
+    if sweep in ("thresholds", "all"):
+        if "ours" in policies:
+            out += [Variant("ours", f"ours@min_conf={c:g}", min_confidence=c) for c in SWEEP_MIN_CONFIDENCE]
+        if "confidence_only" in policies:
+            out += [Variant("confidence_only", f"confidence_only@min_conf={c:g}", min_confidence=c) for c in SWEEP_MIN_CONFIDENCE]
+        if "fixed_interval" in policies:
+            out += [Variant("fixed_interval", f"fixed_interval@{n:g}s", fixed_interval_s=n) for n in SWEEP_FIXED_INTERVAL_S]
+    return out
+
+
+def evaluate(*, labels: LabelSet, pair: str, seeds: Sequence[int], out: Path, base: Settings,
+             policies: Sequence[str] = POLICIES, sweep: str = "none", fixed_interval_s: float | None = None,
+             only: Sequence[str] = (), progress: Callable[[str], None] | None = None) -> EvaluationResult:
+    """Run every policy variant on every clip for every seed, score, aggregate and write the report."""
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:
+        raise UsageError(f"unknown policy {unknown[0]!r} (choose from {', '.join(POLICIES)})")
+    if sweep not in SWEEPS:
+        raise UsageError(f"unknown sweep {sweep!r} (choose {', '.join(SWEEPS)})")
+    if pair != "simulated" and sweep in ("models", "all"):
+        raise UsageError("--sweep models varies the simulated models' parameters: use it with --pair simulated")
+    say = progress or (lambda msg: log.info("%s", msg))
+    out.mkdir(parents=True, exist_ok=True)
+    clips, skipped = [], []
+    for clip in labels.clips:
+        if only and not any(o in clip.file for o in only):
+            continue
+        if not labels.video_path(clip).is_file():
+            skipped.append(f"{clip.file}: video not found next to {labels.path.name}")
+            log.warning("skipping %s: no video at %s", clip.file, labels.video_path(clip))
+            continue
+        clips.append(clip)
+    if not clips:
+        raise UsageError(f"no clip of {labels.path} has its video file beside it" + (" (after --only)" if only else ""))
+    # Student-only always runs: its analysed frames are every policy's teacher-share denominator.
+    run_policies = list(dict.fromkeys(["student_only", *policies]))
+    if "fixed_interval" in run_policies and fixed_interval_s is None and "ours" not in run_policies:
+        run_policies.insert(run_policies.index("fixed_interval"), "ours")
+    variants = _variants_for(run_policies, sweep)
+    # Fixed interval (budget-matched to ours) needs ours first.
+    variants.sort(key=lambda v: v.policy == "fixed_interval")
+    records = _run_all(variants, labels=labels, clips=clips, pair=pair, seeds=seeds, out=out / "runs", base=base,
+                       fixed_interval_s=fixed_interval_s, say=say)
+    agg = aggregate(records, seeds)
+    shown = [v.name for v in variants if v.policy in policies or v.policy == "student_only"]
+    model_sweep = []
+    if sweep in ("models", "all"):
+        model_sweep = _model_sweep(labels=labels, clips=clips, seeds=seeds, out=out / "sweep", base=base,
+                                   policies=[p for p in POLICIES if p in run_policies], fixed_interval_s=fixed_interval_s, say=say)
+    table = markdown_table(agg, [n for n in POLICIES if n in shown] + [n for n in shown if n not in POLICIES])
+    plots = write_plots(out, agg, records, labels, clips, pair)
+    report = _report_markdown(pair=pair, labels=labels, clips=clips, seeds=seeds, base=base, table=table, agg=agg,
+                              skipped=skipped, model_sweep=model_sweep, plots=plots, out=out)
+    report_path = out / "report.md"
+    report_path.write_text(report, encoding="utf-8")
+    json_path = out / "report.json"
+    json_path.write_text(json.dumps({
+        "pair": pair, "labels": str(labels.path), "clips": [c.file for c in clips], "skipped": skipped,
+        "seeds": list(seeds), "evaluation_settings": base.evaluation.model_dump(),
+        "escalation_settings": base.escalation.model_dump(), "sample_fps": base.capture.sample_fps,
+        "aggregates": agg, "model_sweep": model_sweep, "runs": [r.to_json() for r in records], "plots": plots,
+    }, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    return EvaluationResult(records, agg, model_sweep, skipped, shown, report_path, json_path, table)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    raise TypeError(type(value).__name__)
+
+
+def _run_all(variants: Sequence[Variant], *, labels: LabelSet, clips: Sequence[ClipLabels], pair: str,
+             seeds: Sequence[int], out: Path, base: Settings, fixed_interval_s: float | None,
+             say: Callable[[str], None]) -> list[RunRecord]:
+    records: list[RunRecord] = []
+    for seed in seeds:
+        for ci, clip in enumerate(labels.clips):
+            if clip not in clips:
+                continue
+            grid = sample_grid(clip, base.capture.sample_fps, base.evaluation.match_tolerance_s)
+            mine: list[RunRecord] = []
+            for variant in variants:
+                if variant.policy == "fixed_interval" and variant.fixed_interval_s is None:
+                    variant = Variant(variant.policy, variant.name, fixed_interval_s=fixed_interval_s or _matched_interval(clip, mine))
+                run_dir = out / f"seed{seed}" / Path(clip.file).stem / variant.name.replace("@", "_").replace("=", "")
+                say(f"seed {seed} {clip.file}: {variant.name}")
+                mine.append(run_variant(variant, pair=pair, base=base, labels=labels, clip=clip, clip_index=ci,
+                                        seed=seed, out_dir=run_dir, grid=grid))
+            reference = next((r.analysed for r in mine if r.variant == "student_only"), 0)
+            for r in mine:
+                r.reference_frames = reference
+            records.extend(mine)
+    return records
+
+
+def _matched_interval(clip: ClipLabels, done: Sequence[RunRecord]) -> float:
+    """Fixed interval whose teacher images on the clip equal ours' (at least one frame)."""
+    ours = next((r for r in done if r.variant == "ours"), None)
+    images = max(1, ours.teacher_frames if ours else 1)
+    return max(0.5, clip.duration_s / images)
+
+
+def _model_sweep(*, labels: LabelSet, clips: Sequence[ClipLabels], seeds: Sequence[int], out: Path, base: Settings,
+                 policies: Sequence[str], fixed_interval_s: float | None, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    rows = []
+    for acc in SWEEP_STUDENT_ACCURACY:
+        for inf in SWEEP_INFORMATIVENESS:
+            cfg = base.evaluation.model_copy(update={"student_accuracy": acc, "confidence_informativeness": inf})
+            point = base.model_copy(update={"evaluation": cfg})
+            variants = sorted((Variant(p, p) for p in policies), key=lambda v: v.policy == "fixed_interval")
+            recs = _run_all(variants, labels=labels, clips=clips, pair="simulated", seeds=seeds,
+                            out=out / f"acc{acc:g}_inf{inf:g}", base=point, fixed_interval_s=fixed_interval_s, say=say)
+            agg = aggregate(recs, seeds)
+            rows.append({"student_accuracy": acc, "confidence_informativeness": inf, "aggregates": agg})
+    return rows
+
+
+def _sweep_table(rows: Sequence[dict[str, Any]]) -> str:
+    pols = [p for p in POLICIES if rows and p in rows[0]["aggregates"]]
+    head = "| student accuracy | confidence informativeness | " + " | ".join(f"{p} acc (share)" for p in pols) + " | ours / teacher-only | ours missed vs teacher-only |"
+    lines = [head, "|---:|---:|" + "---:|" * (len(pols) + 2)]
+    for row in rows:
+        agg = row["aggregates"]
+        cells = []
+        for p in pols:
+            a, s = agg[p].get("frame_accuracy", {}), agg[p].get("teacher_share", {})
+            cells.append(f"{_fmt(a, 'pct')} ({_fmt(s, 'pct').split(' ')[0]})")
+        cells.append(_fmt(agg.get("ours", {}).get("accuracy_vs_teacher_only"), "pct"))
+        cells.append(_fmt(agg.get("ours", {}).get("missed_vs_teacher_only"), "num"))
+        lines.append(f"| {row['student_accuracy']:g} | {row['confidence_informativeness']:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _report_markdown(*, pair: str, labels: LabelSet, clips: Sequence[ClipLabels], seeds: Sequence[int], base: Settings,
+                     table: str, agg: dict[str, dict[str, Any]], skipped: Sequence[str], model_sweep: Sequence[dict[str, Any]],
+                     plots: Sequence[str], out: Path) -> str:
+    ev = base.evaluation
+    lines = [
+        f"# Routing evaluation — {pair} pair",
+        "",
+        f"- backend: **{pair}** (student and teacher)" + (
+            f"; simulated error model: student accuracy {ev.student_accuracy:g} (calm {ev.student_calm_accuracy:g}), "
+            f"teacher {ev.teacher_accuracy:g} (calm {ev.teacher_calm_accuracy:g}), error bursts {ev.error_burst_s:g} s, "
+            f"confidence informativeness {ev.confidence_informativeness:g}, latencies {ev.student_latency_ms:g}/{ev.teacher_latency_ms:g} ms (configured)"
+            if pair == "simulated" else "; latencies measured"),
+        f"- labels: {labels.path} — {len(clips)} clip(s): {', '.join(c.file for c in clips)}",
+        f"- seeds: {', '.join(str(s) for s in seeds)} (cells are mean ± sd over seeds)",
+        f"- match tolerance {ev.match_tolerance_s:g} s; frame accuracy on the {base.capture.sample_fps:g} fps grid inside labelled intervals",
+        "",
+        table,
+        "",
+        "## Target (issue 6)",
+        "",
+        *target_check(agg),
+    ]
+    if skipped:
+        lines += ["", "## Skipped", "", *[f"- {s}" for s in skipped]]
+    if model_sweep:
+        lines += ["", "## Sweep over the simulated student", "", _sweep_table(model_sweep)]
+    if plots:
+        lines += ["", "## Plots", "", *[f"- {Path(p).relative_to(out) if Path(p).is_relative_to(out) else p}" for p in plots]]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    from pipeline.cli import _ArgumentParser
+
+    p = _ArgumentParser(prog="edgewatch evaluate",
+                        description="Compare routing policies (student only, teacher only, ours, fixed interval, "
+                                    "confidence only, ours single-frame) on labelled clips through the real pipeline.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--labels", type=Path, help=f"labels file (default: the demo fixture, {DEMO_LABELS.name})")
+    src.add_argument("--clips", type=Path, help="folder holding labels.json and the clips it names (e.g. ../shared/fixtures/clips)")
+    p.add_argument("--pair", choices=PAIRS, default="simulated", help="student/teacher pair (default simulated)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds for the simulated models (default 0,1,2; "
+                   "offline and ollama runs use the first only: they have no seed)")
+    p.add_argument("--out", type=Path, default=Path("edgewatch-eval"), help="report folder (default ./edgewatch-eval)")
+    p.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated subset of {','.join(POLICIES)}")
+    p.add_argument("--sweep", choices=SWEEPS, default="none",
+                   help="thresholds: our min_confidence sweep and the baselines' budgets; models: simulated student "
+                        "accuracy x confidence informativeness; all: both")
+    p.add_argument("--fixed-interval-s", type=float, help="fixed-interval period (default: matched to ours' teacher images per clip)")
+    p.add_argument("--only", action="append", default=[], metavar="TEXT", help="only clips whose file name contains TEXT (repeatable)")
+    p.add_argument("--config", type=Path, help="YAML config (the evaluation: section holds the simulated models' parameters)")
+    p.add_argument("--ollama-host", help="Ollama host for --pair ollama")
+    p.add_argument("--verbose", action="store_true", help="progress and debug logging")
+    return p
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds {text!r}: expected comma-separated integers") from None
+    if not seeds:
+        raise UsageError("--seeds: at least one seed")
+    return list(dict.fromkeys(seeds))
+
+
+def cmd_evaluate(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(list(argv))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.verbose:
+        # Per-run warnings (runner, monitor) would drown the table; the runs' logs keep them.
+        for name in ("edgewatch.runner", "edgewatch.states", "edgewatch"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    if args.clips is not None:
+        if not args.clips.is_dir():
+            raise UsageError(f"--clips {args.clips}: folder not found")
+        labels_path = args.clips / "labels.json"
+        if not labels_path.is_file():
+            raise UsageError(f"--clips {args.clips}: no labels.json in it")
+    else:
+        labels_path = args.labels or DEMO_LABELS
+    labels = load_labels(labels_path)
+    base = load_settings(args.config)
+    if args.ollama_host:
+        base = base.model_copy(update={"student": base.student.model_copy(update={"host": args.ollama_host}),
+                                       "teacher": base.teacher.model_copy(update={"host": args.ollama_host})})
+    if args.fixed_interval_s is not None and not 0 < args.fixed_interval_s <= 3600:
+        raise UsageError(f"--fixed-interval-s must be in (0, 3600] (got {args.fixed_interval_s:g})")
+    seeds = _seeds(args.seeds)
+    if args.pair != "simulated" and len(seeds) > 1:
+        log.warning("the %s pair has no seed: running once", args.pair)
+        seeds = seeds[:1]
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    result = evaluate(labels=labels, pair=args.pair, seeds=seeds, out=args.out, base=base, policies=policies,
+                      sweep=args.sweep, fixed_interval_s=args.fixed_interval_s, only=args.only,
+                      progress=(lambda m: sys.stderr.write(m + "\n")) if args.verbose else None)
+    sys.stdout.write(f"{args.pair} pair, {len(result.records)} runs, seeds {','.join(map(str, seeds))}\n\n{result.table}\n\n")
+    sys.stdout.write("\n".join(target_check(result.aggregates)) + "\n")
+    for s in result.skipped:
+        sys.stdout.write(f"skipped {s}\n")
+    sys.stdout.write(f"\nreport: {result.report_path}\njson:   {result.json_path}\n")
+    return 0
+
+
+__all__ = ["POLICIES", "Detection", "TeacherAsStudent", "aggregate", "cmd_evaluate", "detections_from_events",
+           "evaluate", "match_events", "pooled_metrics", "alerted_types", "run_variant", "sample_grid", "score_clip"]
+_ = ConfigError  # label and config problems surface as ConfigError from their loaders

@@ -1,0 +1,183 @@
+"""Evaluation harness: matching, each metric on hand-made outcomes, baselines, and the command."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.baselines import ConfidenceOnly, NeverEscalate
+from pipeline.escalation import QueueState
+from pipeline.evaluation import (
+    POLICIES,
+    ClipScore,
+    Detection,
+    RunRecord,
+    aggregate,
+    alerted_types,
+    detections_from_events,
+    match_events,
+    pooled_metrics,
+    sample_grid,
+    score_clip,
+)
+from pipeline.labels import ClipLabels, LabelledEvent
+from pipeline.records import Priority, WindowStats
+
+ROOT = Path(__file__).resolve().parent.parent
+FALL = LabelledEvent("fall", 10.0, 20.0)
+PERSON = LabelledEvent("person", 5.0, 25.0)
+
+
+def det(kind: str, start: float, end: float, severity: str = "alert", review: str = "not_reviewed", id: str | None = None) -> Detection:
+    return Detection(id or f"{kind}-{start}", kind, severity, start, end, review)
+
+
+def test_events_fold_into_detections_with_final_type_and_review() -> None:
+    lines = [
+        {"id": "a", "type": "motion", "severity": "activity", "phase": "new", "start": 3.0, "end": None},
+        {"id": "a", "type": "person", "severity": "activity", "phase": "update", "start": 3.0, "end": None},
+        {"id": "b", "type": "fire", "severity": "alert", "phase": "new", "start": 4.0, "end": None, "review": "pending_review"},
+        {"id": "b", "type": "fire", "severity": "alert", "phase": "end", "start": 4.0, "end": 6.5, "review": "dismissed"},
+    ]
+    a, b = detections_from_events(lines)
+    assert (a.type, a.start, a.end) == ("person", 3.0, math.inf)
+    assert (b.type, b.end, b.dismissed) == ("fire", 6.5, True)
+    assert a.counts and not b.counts and b.shown
+
+
+@pytest.mark.parametrize(
+    ("detection", "found"),
+    [
+        (det("fall", 12.0, 14.0), True),          # inside
+        (det("fall", 21.5, 30.0), True),          # starts after the end, within the 2 s tolerance
+        (det("fall", 22.5, 30.0), False),         # beyond the tolerance
+        (det("fall", 2.0, 8.5), True),            # ends before the start, within tolerance
+        (det("fire", 12.0, 14.0), False),         # wrong type
+        (det("fall", 12.0, 14.0, review="dismissed"), False),  # the teacher dismissed it
+        (det("fall", 12.0, 14.0, review="confirmed"), True),
+    ],
+)
+def test_event_matching_overlap_tolerance_type(detection: Detection, found: bool) -> None:
+    result = match_events([FALL], [detection], tolerance_s=2.0)
+    assert (0 in result.found) is found
+
+
+def test_activity_matches_person_but_motion_does_not_count() -> None:
+    person = det("person", 6.0, 9.0, severity="activity")
+    motion = det("motion", 6.0, 9.0, severity="activity")
+    result = match_events([PERSON], [person, motion], tolerance_s=0.0)
+    assert result.found[0] == person and result.counted == 1
+
+
+def test_score_clip_counts_on_a_hand_made_outcome() -> None:
+    clip = ClipLabels("c.mp4", 40.0, (PERSON, FALL, LabelledEvent("fire", 30.0, 35.0)), quiet=((0.0, 4.0),))
+    detections = [
+        det("person", 6.0, 24.0, severity="activity"),
+        det("fall", 13.0, 22.0),                       # found, 3 s late
+        det("smoke", 31.0, 33.0),                      # a false alert: fire missed
+        det("fire", 1.0, 2.0, review="dismissed"),     # dismissed: not a detection, but shown at t in [1, 2)
+    ]
+    grid = [1.0, 3.0, 11.0, 15.0, 32.0]
+    score = score_clip(clip, detections, grid, tolerance_s=1.0)
+    assert (score.events, score.found) == (3, 2)
+    assert (score.safety_events, score.safety_found) == (2, 1)
+    assert (score.detections, score.true_detections) == (3, 2)
+    assert score.alert_delays == [3.0]
+    # t=1: shows fire (dismissed later) vs nothing -> wrong; t=3 right; t=11 fall missing -> wrong;
+    # t=15 right; t=32 smoke instead of fire -> wrong.
+    assert (score.frames, score.frames_correct) == (5, 2)
+    assert alerted_types(detections, 15.0) == {"fall"}
+
+
+def test_sample_grid_keeps_labelled_instants_away_from_safety_edges() -> None:
+    clip = ClipLabels("c.mp4", 30.0, (FALL,), quiet=((0.0, 8.0), (22.0, 30.0)))
+    grid = sample_grid(clip, 1.0, margin_s=2.0)
+    assert 9.0 not in grid and 12.0 not in grid and 13.0 in grid and 8.0 not in grid and 7.0 in grid
+    assert 23.0 in grid and 22.0 not in grid and 30.0 in grid
+
+
+def _record(policy: str, seed: int, *, found: int, safety_found: set[int], frames_correct: int, teacher_frames: int,
+            delays: list[float], clip: str = "c.mp4") -> RunRecord:
+    score = ClipScore(events=4, found=found, safety_events=2, safety_found=len(safety_found), detections=5,
+                      true_detections=4, frames=10, frames_correct=frames_correct, alert_delays=delays,
+                      found_safety=set(safety_found))
+    return RunRecord(policy, policy, clip, seed, score, analysed=20, student_calls=20, teacher_calls=2,
+                     teacher_images=6, teacher_frames=teacher_frames, student_ms=2200.0, teacher_ms=1640.0,
+                     escalations=2, out_dir="", reference_frames=20)
+
+
+def test_pooled_metrics_and_spread_over_seeds() -> None:
+    records = [
+        _record("teacher_only", 0, found=4, safety_found={0, 1}, frames_correct=10, teacher_frames=20, delays=[0.5, 0.5]),
+        _record("ours", 0, found=3, safety_found={0}, frames_correct=9, teacher_frames=3, delays=[1.0]),
+        _record("teacher_only", 1, found=4, safety_found={0, 1}, frames_correct=8, teacher_frames=20, delays=[0.5]),
+        _record("ours", 1, found=4, safety_found={0, 1}, frames_correct=8, teacher_frames=1, delays=[2.0, 4.0]),
+    ]
+    m = pooled_metrics(records[1:2], records[0:1])
+    assert m["event_recall"] == 0.75 and m["precision"] == 0.8 and m["safety_recall"] == 0.5
+    assert m["missed_vs_teacher_only"] == 1.0 and m["frame_accuracy"] == 0.9
+    assert m["teacher_share"] == 3 / 20 and m["time_to_alert_s"] == 1.0 and m["compute_s"] == pytest.approx(3.84)
+    agg = aggregate(records, [0, 1])
+    ours = agg["ours"]
+    assert ours["frame_accuracy"]["mean"] == pytest.approx(0.85) and ours["frame_accuracy"]["n"] == 2
+    assert ours["missed_vs_teacher_only"]["mean"] == 0.5
+    assert ours["accuracy_vs_teacher_only"]["mean"] == pytest.approx((0.9 / 1.0 + 0.8 / 0.8) / 2)
+    assert ours["time_to_alert_s"]["min"] == 1.0 and ours["time_to_alert_s"]["max"] == 3.0
+
+
+def _stats(confidence: float) -> WindowStats:
+    return WindowStats("cam", 1.0, 10.0, 1, {}, {}, {}, (frozenset(),), {}, confidence, confidence, confidence, 0.0, 0.0,
+                       frozenset({"fire"}), ())
+
+
+def test_baseline_policies() -> None:
+    queue = QueueState(depth=0, capacity=10)
+    assert not NeverEscalate().evaluate(_stats(0.1), queue).escalate
+    naive = ConfidenceOnly(0.72)
+    low = naive.evaluate(_stats(0.5), queue)
+    assert low.escalate and low.priority == Priority.LOW_CONFIDENCE and low.flags == {"fire"}
+    assert not naive.evaluate(_stats(0.9), queue).escalate
+    naive.suppress({"fire"}, 100.0, reason="low_confidence_frame")
+    assert naive.evaluate(_stats(0.5), queue).escalate  # no memory: suppression does nothing
+    assert naive.thresholds_in_force()["min_confidence"] == 0.72
+
+
+def _cli(*args: str, timeout: float = 170.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "run_camera.py"), "evaluate", *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_evaluate_command_on_the_demo_fixture_reports_every_policy(tmp_path: Path) -> None:
+    proc = _cli("--pair", "simulated", "--seeds", "0", "--out", str(tmp_path / "eval"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table_rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert {row.split("|")[1].strip() for row in table_rows[1:]} == set(POLICIES)
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["pair"] == "simulated" and set(report["aggregates"]) == set(POLICIES)
+    assert "simulated pair" in (tmp_path / "eval" / "report.md").read_text()
+    for policy in POLICIES:
+        assert report["aggregates"][policy]["frame_accuracy"]["n"] == 1
+    teacher_only = report["aggregates"]["teacher_only"]
+    assert teacher_only["student_calls"]["mean"] == 0 and teacher_only["teacher_calls"]["mean"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--policies", "ours,magic"], "unknown policy 'magic'"),
+        (["--seeds", "a,b"], "--seeds"),
+        (["--clips", "/nonexistent/clips"], "folder not found"),
+        (["--pair", "offline", "--sweep", "models"], "--pair simulated"),
+    ],
+)
+def test_evaluate_command_errors_are_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
+    proc = _cli(*args, "--out", str(tmp_path / "e"), timeout=60.0)
+    assert proc.returncode == 2
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
