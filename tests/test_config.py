@@ -85,3 +85,17 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert load_settings(empty) == Settings()
+
+
+def test_environment_overrides_any_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("student:\n  host: http://from-file:11434\n")
+    env = {"EDGEWATCH_STUDENT__HOST": "http://gpu-box:11434", "EDGEWATCH_ESCALATION__MIN_CONFIDENCE": "0.6",
+           "EDGEWATCH_MQTT__PASSWORD": "s3cret", "EDGEWATCH_DEBUG": "1", "OTHER": "x"}
+    s = load_settings(cfg, env)
+    assert s.student.host == "http://gpu-box:11434"  # the environment wins over the file
+    assert s.escalation.min_confidence == 0.6 and s.mqtt.password == "s3cret"
+    with pytest.raises(ConfigError, match="unknown key 'student.hots'"):
+        load_settings(None, {"EDGEWATCH_STUDENT__HOTS": "x"})
+    with pytest.raises(ConfigError, match="escalation.min_confidence"):
+        load_settings(None, {"EDGEWATCH_ESCALATION__MIN_CONFIDENCE": "7"})

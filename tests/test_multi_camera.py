@@ -19,6 +19,7 @@ from servers import free_port, start_mjpeg
 
 pytestmark = pytest.mark.timeout(120)
 DEMO = ROOT / "fixtures" / "demo" / "demo.mp4"
+SECRET = "Cam-pw-4417"
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -47,7 +48,7 @@ def test_two_live_cameras_metrics_health_dropout_and_drain(tmp_path: Path) -> No
         config = tmp_path / "cameras.yaml"
         config.write_text(
             "cameras:\n"
-            f"  - {{id: front, source: 'http://127.0.0.1:{cam_a.port}/stream.mjpg'}}\n"
+            f"  - {{id: front, source: 'http://viewer:{SECRET}@127.0.0.1:{cam_a.port}/stream.mjpg'}}\n"
             f"  - {{id: yard, source: 'http://127.0.0.1:{cam_b.port}/stream.mjpg', sample_fps: 1.0}}\n"
             "live: {stale_after_s: 2.0, backoff_initial_s: 0.2, backoff_max_s: 1.0}\n"
             f"metrics: {{enabled: true, port: {metrics_port}}}\n"
@@ -87,6 +88,18 @@ def test_two_live_cameras_metrics_health_dropout_and_drain(tmp_path: Path) -> No
             front_before = json.loads(_get(base + "/healthz")[1])["cameras"]["front"]["analysed"]
             _wait_for(lambda: json.loads(_get(base + "/healthz")[1])["cameras"]["front"]["analysed"] > front_before,
                       20, "the front camera to keep analysing")
+            health_text = _get(base + "/healthz")[1]
+
+            # SIGHUP: new thresholds take effect without dropping the cameras.
+            config.write_text(config.read_text() + "escalation: {min_confidence: 0.5}\n")
+            proc.send_signal(signal.SIGHUP)
+
+            def reloaded() -> bool:
+                lines = (out / "decisions.jsonl").read_text().splitlines()
+                return any('"kind":"reload"' in line for line in lines)
+
+            _wait_for(reloaded, 20, "the reload to be logged")
+            assert proc.poll() is None
         finally:
             proc.send_signal(signal.SIGTERM)
             stdout, stderr = proc.communicate(timeout=60)
@@ -98,6 +111,16 @@ def test_two_live_cameras_metrics_health_dropout_and_drain(tmp_path: Path) -> No
     assert lost, [d for d in decisions if d.get("kind") == "source"]
     reports = [d for d in decisions if d.get("kind") == "decision"]
     assert {d["camera"] for d in reports} == {"front", "yard"}
+    reload = [d for d in decisions if d.get("kind") == "reload"]
+    assert {d["camera"] for d in reload} == {"front", "yard"}
+    assert all(d["thresholds"]["min_confidence"] == 0.5 for d in reload)
+    # Not a terminal: logs are JSON lines (journald-friendly); the NOTICE line is the program's own.
+    log_lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("edgewatch: ")]
+    assert log_lines and all(json.loads(line)["level"] for line in log_lines)
+    # The camera password appears nowhere: output, logs, files, health.
+    files = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.suffix in (".jsonl", ".json"))
+    assert SECRET not in stdout + stderr + files + health_text
+    assert "viewer:***@" in files
     summary = json.loads((out / "summary.json").read_text())
     assert {c["camera"] for c in summary["cameras"]} == {"front", "yard"}
     assert all(c["stopped_early"] == "interrupted" for c in summary["cameras"])
