@@ -442,28 +442,9 @@ SYNTHESIS_SYSTEM = (
 
 def first_json_array(text: str) -> str | None:
     """The first balanced ``[...]`` in ``text`` (brackets inside JSON strings do not count), or None."""
-    start = text.find("[")
-    while start != -1:
-        depth, in_string, escaped = 0, False, False
-        for i in range(start, len(text)):
-            ch = text[i]
-            if in_string:
-                if escaped:
-                    escaped = False
-                elif ch == "\\":
-                    escaped = True
-                elif ch == '"':
-                    in_string = False
-            elif ch == '"':
-                in_string = True
-            elif ch == "[":
-                depth += 1
-            elif ch == "]":
-                depth -= 1
-                if depth == 0:
-                    return text[start:i + 1]
-        start = text.find("[", start + 1)
-    return None
+    from pipeline.analyzers.ollama_client import first_balanced  # lazy: the ollama client is a heavy import
+
+    return first_balanced(text, "[")
 
 
 def synthesis_format(count: int) -> dict[str, Any]:

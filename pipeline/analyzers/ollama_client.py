@@ -175,9 +175,11 @@ def classify(exc: BaseException, *, host: str, model: str) -> ModelError:
 _FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)```", re.DOTALL)
 
 
-def first_json_object(text: str) -> str | None:
-    """The first balanced ``{...}`` in ``text`` (braces inside JSON strings do not count), or None."""
-    start = text.find("{")
+def first_balanced(text: str, opener: str = "{") -> str | None:
+    """The first balanced ``{...}`` (or ``[...]`` with ``opener="["``) in ``text``; brackets
+    inside JSON strings do not count.  None when there is none."""
+    closer = {"{": "}", "[": "]"}[opener]
+    start = text.find(opener)
     while start != -1:
         depth, in_string, escaped = 0, False, False
         for i in range(start, len(text)):
@@ -191,14 +193,19 @@ def first_json_object(text: str) -> str | None:
                     in_string = False
             elif ch == '"':
                 in_string = True
-            elif ch == "{":
+            elif ch == opener:
                 depth += 1
-            elif ch == "}":
+            elif ch == closer:
                 depth -= 1
                 if depth == 0:
                     return text[start : i + 1]
-        start = text.find("{", start + 1)
+        start = text.find(opener, start + 1)
     return None
+
+
+def first_json_object(text: str) -> str | None:
+    """The first balanced ``{...}`` in ``text`` (braces inside JSON strings do not count), or None."""
+    return first_balanced(text, "{")
 
 
 def _candidates(content: str) -> list[str]:
@@ -367,15 +374,16 @@ class _Endpoint:
 # --------------------------------------------------------------------------------------
 
 
-class OllamaStudent:
-    """`pipeline.analyzers.base.Student` backed by an Ollama vision model (thread-safe)."""
+class _OllamaRole:
+    """What the student and the teacher share: one endpoint, its prompt, warm-up and failure counts."""
 
     backend = BACKEND
+    role = "model"
 
     def __init__(
         self,
-        cfg: StudentConfig,
-        prompt: SystemPrompt = STUDENT_PROMPT,
+        cfg: StudentConfig | TeacherConfig,
+        prompt: SystemPrompt,
         clock: Clock | None = None,
         *,
         rng: random.Random | None = None,
@@ -393,10 +401,23 @@ class OllamaStudent:
         return dict(self._endpoint.failures)
 
     def warm_up(self) -> float:
-        """Load the model before the first frame; returns ms taken, raises `ModelError` when it cannot."""
+        """Load the model before the first request; returns ms taken, raises `ModelError` when it cannot."""
         took = self._endpoint.warm_up()
-        log.info("student %s loaded on %s in %.0f ms", self.model, self._endpoint.shown_host, took)
+        log.info("%s %s loaded on %s in %.0f ms", self.role, self.model, self._endpoint.shown_host, took)
         return took
+
+    def close(self) -> None:
+        self._endpoint.close()
+
+
+class OllamaStudent(_OllamaRole):
+    """`pipeline.analyzers.base.Student` backed by an Ollama vision model (thread-safe)."""
+
+    role = "student"
+
+    def __init__(self, cfg: StudentConfig, prompt: SystemPrompt = STUDENT_PROMPT, clock: Clock | None = None,
+                 **kw: Any) -> None:
+        super().__init__(cfg, prompt, clock, **kw)
 
     def analyze(self, item: EncodedFrame) -> FrameReport:
         start = self._clock.monotonic()
@@ -427,38 +448,15 @@ class OllamaStudent:
             timings=timings,
         )
 
-    def close(self) -> None:
-        self._endpoint.close()
 
-
-class OllamaTeacher:
+class OllamaTeacher(_OllamaRole):
     """`pipeline.analyzers.base.Teacher` backed by a large Ollama vision model (thread-safe)."""
 
-    backend = BACKEND
+    role = "teacher"
 
-    def __init__(
-        self,
-        cfg: TeacherConfig,
-        prompt: SystemPrompt = TEACHER_PROMPT,
-        clock: Clock | None = None,
-        *,
-        rng: random.Random | None = None,
-        backoff_s: float = DEFAULT_BACKOFF_S,
-    ) -> None:
-        self._clock = clock or SystemClock()
-        self._prompt = prompt
-        self._endpoint = _Endpoint(cfg, self._clock, rng, backoff_s)
-        self.model = cfg.model
-        self.prompt_version = prompt.version
-
-    @property
-    def failures(self) -> dict[str, int]:
-        return dict(self._endpoint.failures)
-
-    def warm_up(self) -> float:
-        took = self._endpoint.warm_up()
-        log.info("teacher %s loaded on %s in %.0f ms", self.model, self._endpoint.shown_host, took)
-        return took
+    def __init__(self, cfg: TeacherConfig, prompt: SystemPrompt = TEACHER_PROMPT, clock: Clock | None = None,
+                 **kw: Any) -> None:
+        super().__init__(cfg, prompt, clock, **kw)
 
     def review(self, escalation: Escalation) -> Verdict:
         start = self._clock.monotonic()
@@ -487,9 +485,6 @@ class OllamaTeacher:
             latency_ms=(self._clock.monotonic() - start) * 1000.0,
             timings=timings,
         )
-
-    def close(self) -> None:
-        self._endpoint.close()
 
 
 # --------------------------------------------------------------------------------------
