@@ -188,6 +188,16 @@ class RunSummary:
             f"  teacher queue: max depth {self.queue.get('depth_max', 0)}, sheds {self.queue.get('sheds', 0)}, merges {self.queue.get('merges', 0)}",
             f"  {self.source_seconds:.1f} s of video in {self.wall_seconds:.2f} s wall time, {self.fps:.1f} frames/s read",
         ]
+        in_force = self.thresholds.get("in_force") if self.thresholds else None
+        if isinstance(in_force, dict) and isinstance(in_force.get("thresholds"), dict):
+            shown = ("min_confidence", "persistence", "audit_every", "bar")
+            figures = ", ".join(f"{k} {v}" for k, v in in_force["thresholds"].items() if k in shown)
+            per_flag = in_force.get("persistence_k_by_flag") or {}
+            if per_flag:
+                figures += ", per flag " + ", ".join(f"{f} {k}" for f, k in sorted(per_flag.items()))
+            lines.append(f"  thresholds in force (period {in_force.get('period', 'default')}): {figures}")
+        if self.lag_s:
+            lines.append(f"  analysis lag behind newest frame: p50 {self.lag_s['p50']:.2f} s, max {self.lag_s['max']:.2f} s")
         if self.stopped_early:
             lines.append(f"  stopped early: {self.stopped_early}")
         lines.append(f"  output: {self.out_dir}")

@@ -122,3 +122,21 @@ def test_source_check(tmp_path: Path) -> None:
     assert bad.status == "not ready" and "missing.mp4" in bad.detail and bad.fix
     stream = by_component(run_doctor(base, "rtsp://bob:pw@127.0.0.1:1/stream", SystemClock()))["source"]
     assert "pw" not in stream.target and "bob:***@" in stream.target
+
+
+def test_doctor_command_as_a_user_runs_it(tmp_path: Path) -> None:
+    """`edgewatch doctor` through the real CLI: ready (exit 0) against the test server, a not-ready
+    table and exit 1 against a closed port, with a source check and a masked password."""
+    from conftest import ROOT, run_cli
+
+    demo = str(ROOT / "fixtures" / "demo" / "demo.mp4")
+    with OllamaTestServer().start() as server:
+        ready = run_cli("doctor", "--ollama-host", server.url, "--source", demo)
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    assert " 0 not ready" in ready.stdout and "demo.mp4" in ready.stdout
+    closed = run_cli("doctor", "--ollama-host", closed_port_url().replace("http://", "http://admin:Pw-doctor-1@"),
+                     "--source", str(tmp_path / "missing.mp4"))
+    assert closed.returncode == 1
+    assert "not ready" in closed.stdout and "ollama serve" in closed.stdout
+    assert "Pw-doctor-1" not in closed.stdout + closed.stderr and "admin:***@" in closed.stdout
+    assert "Traceback" not in closed.stderr
