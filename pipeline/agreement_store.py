@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,7 +226,8 @@ def _label_key(newest: FrameReport | None, verdict: Verdict) -> str:
 
 
 class AgreementStore:
-    """SQLite-backed store of reviewed examples.  Use from one thread (the runner's)."""
+    """SQLite-backed store of reviewed examples.  Safe to share between threads (one lock; SQLite
+    serialises writers across processes)."""
 
     def __init__(self, path: Path, cfg: LearningConfig, clock: Clock) -> None:
         self.path = Path(path)
@@ -234,7 +236,9 @@ class AgreementStore:
         self.frames_dir = self.path.with_name(self.path.stem + "-frames")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0,
+                                       check_same_thread=False)
+            self._lock = threading.RLock()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -274,6 +278,25 @@ class AgreementStore:
     # -- writing ---------------------------------------------------------------------------
 
     def add(
+        self,
+        escalation: Escalation,
+        verdict: Verdict,
+        *,
+        skill_version: str,
+        thresholds: Mapping[str, Any],
+        calibration_version: str | None = None,
+        raw_confidence: Mapping[tuple[str, int], float] | None = None,
+    ) -> AddResult:
+        """Store one reviewed escalation (an audit is one with reason ``audit``).
+
+        ``raw_confidence`` maps (camera, frame index) to the confidence the student gave when
+        the reports in the timeline carry a calibrated one; the store keeps the raw value.
+        """
+        with self._lock:
+            return self._add(escalation, verdict, skill_version=skill_version, thresholds=thresholds,
+                             calibration_version=calibration_version, raw_confidence=raw_confidence)
+
+    def _add(
         self,
         escalation: Escalation,
         verdict: Verdict,
@@ -329,11 +352,15 @@ class AgreementStore:
         except sqlite3.Error as exc:
             self._rollback()
             raise StoreError(f"agreement store {self.path}: write failed: {exc}") from None
-        deleted = self.enforce_retention()
+        deleted = self._enforce_retention()
         return AddResult(True, "stored", record_id=record_id, deleted=deleted)
 
     def enforce_retention(self) -> int:
         """Delete records beyond ``max_records`` (oldest first) or older than ``retention_days``."""
+        with self._lock:
+            return self._enforce_retention()
+
+    def _enforce_retention(self) -> int:
         cutoff = self.clock.wall() - self.cfg.retention_days * _DAY_S
         try:
             ids = [r[0] for r in self._db.execute("SELECT id FROM records WHERE stored_at < ?", (cutoff,))]
@@ -374,13 +401,19 @@ class AgreementStore:
     # -- reading ---------------------------------------------------------------------------
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
 
     def integrity_ok(self) -> bool:
-        return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        with self._lock:
+            return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
     def records(self, *, camera: str | None = None) -> list[AgreementRecord]:
         """Every record (oldest first); a row that does not parse is skipped with a warning."""
+        with self._lock:
+            return self._records(camera)
+
+    def _records(self, camera: str | None) -> list[AgreementRecord]:
         where, args = ("WHERE camera = ?", (camera,)) if camera is not None else ("", ())
         try:
             rows = self._db.execute(

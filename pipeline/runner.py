@@ -349,6 +349,9 @@ class CameraPipeline:
             # judged on fresh frames rather than on one frame and silence.
             self._safety_watch[decision.reason.value] += 1
             decision = replace(decision, passed=True, reason=GateReason.SAFETY_WATCH)
+        if self.outputs.metrics is not None:
+            # outcome = the gate's verdict on the sampled frame (change, static, heartbeat, ...)
+            self.outputs.metrics.frame(self.camera, decision.reason.value if decision.passed else "skipped_" + decision.reason.value)
         if decision.passed:
             self.pool.submit(encode_frame(frame, decision, self.settings.encode))
             if self.replay and self.student_concurrency == 1:
@@ -375,6 +378,7 @@ class CameraPipeline:
                 self.summary.student_failures += 1
             if self.outputs.metrics is not None:
                 self.outputs.metrics.student_latency(report.latency_ms / 1000.0)
+                self.outputs.metrics.frame(self.camera, "analysed" if not report.error else "failed")
             self.last_ts = max(self.last_ts, report.timestamp)
             if len(self.lags) < _MAX_LAG_SAMPLES:
                 # How far the analysis runs behind the newest frame the camera gave (source seconds).
@@ -718,7 +722,6 @@ class Runner:
                 self._route(queue, pipelines)
                 switches()
                 if metrics is not None:
-                    metrics.frame(camera, "sampled")
                     metrics.set_teacher_queue_depth(queue.state().depth)
                 if self.display is not None:
                     self.display.show(frame, pipe.monitor.state, pipe.window.stats() if pipe.summary.frames_analysed else None)
@@ -796,8 +799,7 @@ class Runner:
                     if frame is not None:
                         last_index[cid] = frame.index
                         got = True
-                        if pipe.offer(frame) and metrics is not None:
-                            metrics.frame(cid, "sampled")
+                        pipe.offer(frame)
                     pipe.pump()
                 self._route(queue, pipelines)
                 switches()

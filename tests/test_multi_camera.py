@@ -75,8 +75,9 @@ def test_two_live_cameras_metrics_health_dropout_and_drain(tmp_path: Path) -> No
             assert all(c["backend"] == "offline" and not c["stale"] for c in cams.values())
             status, text = _get(base + "/metrics")
             assert status == 200
-            assert 'edgewatch_frames_total{camera="front",outcome="sampled"}' in text
-            assert 'edgewatch_frames_total{camera="yard",outcome="sampled"}' in text
+            assert 'edgewatch_frames_total{camera="front",outcome="analysed"}' in text
+            assert 'edgewatch_frames_total{camera="yard",outcome="analysed"}' in text
+            assert 'edgewatch_student_latency_seconds_count' in text
 
             cam_b.kill()  # the yard camera drops out; the front one must keep going
 
