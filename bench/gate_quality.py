@@ -123,10 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     labels = json.loads(labels_path.read_text(encoding="utf-8"))
     settings = load_settings(args.config)
-    print(f"edgewatch gate + keyframe budget quality — {args.clips}")
+    print(f"edgewatch gate + keyframe budget quality (perfect model assumed, gate+budget only) — {args.clips}")
     print(f"CPU: {pin_to_one_core()}; OpenCV {cv2.__version__}")
-    print(f"budget: {settings.budget.max_calls_per_min}/min, spacing {settings.budget.min_spacing_s:g} s; "
-          f"gate grid {settings.gate.grid_cols} cols on {settings.gate.width} px, lag {settings.gate.lag_s:g} s")
+    b = settings.budget
+    print(f"budget: {b.max_calls_per_min}/min, spacing {b.min_spacing_s:g} s, onset after {b.onset_confirm_s:g} s, "
+          f"active refresh {b.active_refresh_s:g} s (>= {b.active_ratio:g} of strongest), refresh {b.refresh_s:g} s "
+          f"(>= {b.weak_ratio:g}), peak x{b.peak_factor:g}")
+    print(f"gate: "
+          f"grid {settings.gate.grid_cols} cols on {settings.gate.width} px, lag {settings.gate.lag_s:g} s")
     print()
 
     results: list[ClipResult] = []
@@ -181,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"TOTAL over {len(results)} clips, {total_minutes:.2f} min of video, {sum(r.frames for r in results)} frames gated")
     print(f"  frames sent: {total_sent} = {total_sent / total_minutes:.1f} per minute; plain 2 fps: {total_plain} "
-          f"-> {ratio:.1f}x fewer  (target >= {TARGET_RATIO:g}x: {'MET' if ratio >= TARGET_RATIO else 'NOT MET'})")
+          f"-> {ratio:.2f}x fewer  (target >= {TARGET_RATIO:g}x: {'MET' if ratio >= TARGET_RATIO else 'NOT MET'})")
     print(f"  sent by reason: {dict(sorted(reasons.items()))}")
     print(f"  event recall: {recall[0]}/{recall[1]} = {share(recall):.1%}  (target >= {TARGET_RECALL:.0%}: "
           f"{'MET' if share(recall) >= TARGET_RECALL else 'NOT MET'}); events starting after {EARLY_S:g} s: "

@@ -7,14 +7,30 @@ the story, within ``max_calls_per_min`` and ``min_spacing_s``:
 
 * the **first frame** of the source, every **global change** (possible tamper or lighting
   change: never held back, only kept ``1/sample_fps`` apart), and the gate's **heartbeat**;
-* the **onset** of a change episode (the first passed change after ``quiet_s`` without one);
-  when spacing or budget hold it back, the onset stays pending and goes with the next passed
-  frame that is allowed, so an episode is never silently missed;
+* the **onset** of a change episode (an episode starts with the first passed change after
+  ``quiet_s`` without one): the first passed change once the episode has lasted
+  ``onset_confirm_s`` — by then the mover is in view rather than one block at the edge, and
+  flicker shorter than that sends nothing.  When spacing or budget hold it back, the onset
+  stays pending and goes with the next passed frame that is allowed, so an episode is never
+  silently missed;
 * a **peak**: a frame whose change quality (salience, weighted toward the centre of the
-  view) exceeds ``peak_factor`` times that of the last frame sent in the episode — the frame
-  where a mover is largest / most central, or something sudden (a fall) happens mid-episode;
-* a **refresh** during a long episode, every ``refresh_s``, unless the changing region is a
-  near-duplicate of the last one sent (bounding-box overlap >= ``duplicate_iou``).
+  view) exceeds ``peak_factor`` times that of the strongest frame sent in the episode — the
+  frame where a mover is largest / most central.  (Against the strongest, not the last sent:
+  a weak frame sent in between must not make the next ordinary frame look like a peak.);
+* an **active refresh**: while the change stays strong (quality >= ``active_ratio`` of the
+  strongest sent in the episode), a frame every ``active_refresh_s``, near-duplicate region or
+  not.  Why: someone moving about in one place (playing, stumbling, a struggle) keeps the
+  changing region where it was, so region novelty never fires, yet that is exactly where a
+  fall happens; with a frame at least every ``active_refresh_s`` of strong activity, any event
+  lasting ``active_refresh_s - 1`` s or more there gets a frame within a second of its end
+  (budget permitting: 2 s is 30 a minute, so over minutes of strong activity the default
+  24 a minute stretches the cadence to 2.5 s);
+* a **refresh** during a long episode, every ``refresh_s``, when the changing region is not a
+  near-duplicate of the last one sent (bounding-box overlap < ``duplicate_iou``) and the change
+  is not weak (quality >= ``weak_ratio`` of the strongest sent: someone standing nearly still
+  needs no new look);
+* an episode **heartbeat**: a changed frame whatever it shows once nothing was sent for
+  ``max_silence_s`` (the gate's own heartbeat fires only when nothing *changes*).
 
 Budget: a token bucket (``burst`` tokens, refilled at ``max_calls_per_min`` per minute) plus
 a strict sliding-minute cap, and ``min_spacing_s`` between sends.  **Safety bends it**: while
@@ -41,10 +57,12 @@ SENT_GLOBAL = "global_change"
 SENT_HEARTBEAT = "heartbeat"
 SENT_ONSET = "onset"
 SENT_PEAK = "peak"
+SENT_ACTIVE = "active"
 SENT_REFRESH = "refresh"
 SENT_SAFETY = "safety"
 # Why a frame the gate passed was not sent.
 DROP_DUPLICATE = "duplicate"
+DROP_UNCONFIRMED = "unconfirmed"
 DROP_SPACING = "spacing"
 DROP_BUDGET = "budget"
 
@@ -55,8 +73,8 @@ class BudgetDecision:
 
     send: bool
     reason: str
-    """A send reason (first, global_change, heartbeat, onset, peak, refresh, safety) or a drop
-    reason (duplicate, spacing, budget, or the gate's reason such as 'static' when it was gated out)."""
+    """A send reason (first, global_change, heartbeat, onset, peak, active, refresh, safety) or a drop
+    reason (unconfirmed, duplicate, spacing, budget, or the gate's reason such as 'static' when it was gated out)."""
     tokens: float
     """Budget tokens left after this decision (one send costs one)."""
 
@@ -96,7 +114,8 @@ class KeyframeBudget:
         self._recent_sends: deque[float] = deque()  # budgeted send times within the last minute
         self._last_change_ts = -math.inf
         self._episode_sent = False  # has the current change episode had a frame sent?
-        self._last_sent_quality = 0.0
+        self._episode_start = -math.inf  # source time of the current episode's first change
+        self._episode_max_quality = 0.0  # the strongest change sent in the current episode
         self._last_sent_region: tuple[float, float, float, float] | None = None
         self._pending_global = False
         self.frames = 0
@@ -157,12 +176,21 @@ class KeyframeBudget:
 
         # A change.
         self._track_episode(ts)
+        quality = _quality(decision)
+        strongest = self._episode_max_quality
         if not self._episode_sent:
+            if ts - self._episode_start < self.cfg.onset_confirm_s - _EPS:
+                return self._drop(DROP_UNCONFIRMED)
             why = SENT_ONSET
-        elif _quality(decision) > self.cfg.peak_factor * self._last_sent_quality:
+        elif quality > self.cfg.peak_factor * strongest:
             why = SENT_PEAK
-        elif since >= self.cfg.refresh_s - _EPS and _iou(decision.region, self._last_sent_region) < self.cfg.duplicate_iou:
+        elif since >= self.cfg.active_refresh_s - _EPS and quality >= self.cfg.active_ratio * strongest:
+            why = SENT_ACTIVE
+        elif (since >= self.cfg.refresh_s - _EPS and quality >= self.cfg.weak_ratio * strongest
+              and _iou(decision.region, self._last_sent_region) < self.cfg.duplicate_iou):
             why = SENT_REFRESH
+        elif since >= self.cfg.max_silence_s - _EPS:
+            why = SENT_HEARTBEAT  # a long episode of weak or near-duplicate change still gets a look now and then
         else:
             return self._drop(DROP_DUPLICATE)
         if since < self.cfg.min_spacing_s - _EPS:
@@ -188,7 +216,8 @@ class KeyframeBudget:
     def _track_episode(self, ts: float) -> None:
         if ts - self._last_change_ts > self.cfg.quiet_s:
             self._episode_sent = False  # a new change episode starts
-            self._last_sent_quality = 0.0
+            self._episode_start = ts
+            self._episode_max_quality = 0.0
         self._last_change_ts = ts
 
     def _send(self, why: str, decision: GateDecision, ts: float) -> BudgetDecision:
@@ -200,11 +229,12 @@ class KeyframeBudget:
         self.sent[why] += 1
         if decision.reason is GateReason.CHANGE:
             self._episode_sent = True
-            self._last_sent_quality = _quality(decision)
+            self._episode_max_quality = max(self._episode_max_quality, _quality(decision))
             self._last_sent_region = decision.region
         elif decision.reason is GateReason.GLOBAL_CHANGE or decision.reason is GateReason.FIRST:
+            # A new view: the next change starts over with an onset, judged against nothing sent yet.
             self._episode_sent = False
-            self._last_sent_quality = 0.0
+            self._episode_max_quality = 0.0
             self._last_sent_region = None
         return BudgetDecision(True, why, self._tokens)
 

@@ -822,9 +822,13 @@ def _run_ours(base: Settings, labels: Any, clip: Any, seed: int, out_dir: Path, 
 
 
 def evaluate_calibration(*, fit_seeds: Sequence[int], test_seeds: Sequence[int], informativeness: float, out: Path,
-                         base: Settings | None = None, labels_path: Path | None = None) -> dict[str, Any]:
+                         base: Settings | None = None, labels_path: Path | None = None,
+                         calibrated_min_confidence: Sequence[float] = ()) -> dict[str, Any]:
     """Fit the map on the verdicts of runs with ``fit_seeds``; compare raw and calibrated
-    confidence on runs with ``test_seeds`` (simulated pair, our policy, demo clip by default)."""
+    confidence on runs with ``test_seeds`` (simulated pair, our policy, demo clip by default).
+
+    ``calibrated_min_confidence``: extra calibrated runs with ``escalation.min_confidence`` set to
+    each value (a calibrated confidence is a probability, so its threshold means something else)."""
     from pipeline.evaluation import DEMO_LABELS
     from pipeline.labels import load_labels
 
@@ -852,7 +856,12 @@ def evaluate_calibration(*, fit_seeds: Sequence[int], test_seeds: Sequence[int],
                         for ci, clip in enumerate(labels.clips)]
             cal_runs = [_run_ours(base, labels, clip, seed, out / "runs" / f"cal-seed{seed}-{ci}", cmap=cmap)
                         for ci, clip in enumerate(labels.clips)]
-            per_seed.append({"seed": seed, "raw": _pool(raw_runs), "calibrated": _pool(cal_runs)})
+            row = {"seed": seed, "raw": _pool(raw_runs), "calibrated": _pool(cal_runs)}
+            for mc in calibrated_min_confidence:
+                at = base.model_copy(update={"escalation": base.escalation.model_copy(update={"min_confidence": mc})})
+                row[f"calibrated@{mc:g}"] = _pool([_run_ours(at, labels, clip, seed, out / "runs" / f"cal{mc:g}-seed{seed}-{ci}", cmap=cmap)
+                                                    for ci, clip in enumerate(labels.clips)])
+            per_seed.append(row)
         held = examples_from(held_store.records())
     finally:
         fit_store.close()
@@ -865,7 +874,7 @@ def evaluate_calibration(*, fit_seeds: Sequence[int], test_seeds: Sequence[int],
         "heldout_ece_raw": expected_calibration_error([e.confidence for e in held], hit) if held else None,
         "heldout_ece_calibrated": expected_calibration_error(calibrated_confidences(cmap, held), hit) if held else None,
         "per_seed": per_seed,
-        "raw": _pool([s["raw"] for s in per_seed]), "calibrated": _pool([s["calibrated"] for s in per_seed]),
+        **{k: _pool([s[k] for s in per_seed]) for k in (per_seed[0] if per_seed else {}) if k != "seed"},
     }
     (out / f"calibration_eval_inf{informativeness:g}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
@@ -882,7 +891,7 @@ def _pool(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _eval_line(name: str, p: Mapping[str, Any]) -> str:
-    return (f"{name:<11} safety recall {p['safety_found']}/{p['safety_events']}  event recall {p['found']}/{p['events']}  "
+    return (f"{name:<16} safety recall {p['safety_found']}/{p['safety_events']}  event recall {p['found']}/{p['events']}  "
             f"frame accuracy {p['frames_correct'] / max(1, p['frames']) * 100:.1f}%  teacher calls {p['teacher_calls']}  "
             f"escalations {', '.join(f'{k} {v}' for k, v in p['reasons'].items())}")
 
@@ -897,6 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--test-seeds", default="100,101,102,103,104,105,106,107,108,109")
     p.add_argument("--informativeness", default="0,0.5,1", help="comma-separated simulated confidence informativeness values")
     p.add_argument("--labels", type=Path, help="labels file (default: the demo clip)")
+    p.add_argument("--calibrated-min-confidence", default="", help="also run calibrated with these min_confidence values")
     p.add_argument("--config", type=Path)
     p.add_argument("--out", type=Path, default=Path("edgewatch-calibration-eval"))
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -908,12 +918,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     test = [int(s) for s in args.test_seeds.split(",") if s.strip()]
     for inf in (float(x) for x in args.informativeness.split(",") if x.strip()):
         r = evaluate_calibration(fit_seeds=fit, test_seeds=test, informativeness=inf, out=args.out / f"inf{inf:g}",
-                                 base=base, labels_path=args.labels)
+                                 base=base, labels_path=args.labels,
+                                 calibrated_min_confidence=[float(x) for x in args.calibrated_min_confidence.split(",") if x.strip()])
         print(f"backend simulated, informativeness {inf:g}: map {r['map']} from {r['fit_examples']} examples "
               f"(groups {', '.join(r['map_groups']) or '-'}); held-out ECE raw {r['heldout_ece_raw']:.3f} -> "
               f"calibrated {r['heldout_ece_calibrated']:.3f} on {r['heldout_examples']} examples")
-        print("  " + _eval_line("raw", r["raw"]))
-        print("  " + _eval_line("calibrated", r["calibrated"]))
+        for key in [k for k in r if k == "raw" or k.startswith("calibrated")]:
+            print("  " + _eval_line(key, r[key]))
     return 0
 
 

@@ -54,9 +54,14 @@ class BudgetConfig(_Section):
     min_spacing_s: float = Field(1.0, ge=0, le=3600, description="Source seconds between two budgeted student calls at least.")
     burst: int = Field(3, ge=1, le=600, description="Calls that may be saved up in quiet times and spent at once when something starts.")
     quiet_s: float = Field(2.0, gt=0, le=3600, description="A change after this many source seconds without one starts a new episode; its first frame is always sent (when the budget allows).")
-    peak_factor: float = Field(3.0, gt=1.0, le=100, description="Within an episode, send a frame whose change is this many times stronger (salience, weighted toward the centre) than the last one sent.")
-    refresh_s: float = Field(3.0, gt=0, le=3600, description="During a long episode, send a frame at least this often unless it is a near-duplicate.")
+    peak_factor: float = Field(3.0, gt=1.0, le=100, description="Within an episode, send a frame whose change is this many times stronger (salience, weighted toward the centre) than the strongest one sent so far in it.")
+    refresh_s: float = Field(3.0, gt=0, le=3600, description="During a long episode, send a frame at least this often unless it is a near-duplicate or weak (see weak_ratio).")
     duplicate_iou: float = Field(0.5, ge=0.0, le=1.0, description="A changing region overlapping the last sent one by at least this much (intersection over union) is a near-duplicate.")
+    onset_confirm_s: float = Field(0.4, ge=0, le=60, description="An episode's first frame is sent once its change has lasted this long (source seconds): the mover is in view, and flicker shorter than this sends nothing.")
+    active_refresh_s: float = Field(2.0, gt=0, le=3600, description="While an episode's change stays strong (see active_ratio), send a frame at least this often even when its region is a near-duplicate: an event of a second or more inside busy motion (a fall mid-activity) gets a frame.")
+    active_ratio: float = Field(0.5, ge=0.0, le=100, description="Change is strong when its quality is at least this share of the strongest frame sent in the episode.")
+    weak_ratio: float = Field(0.2, ge=0.0, le=1.0, description="Change weaker than this share of the strongest frame sent in the episode gets no refresh (someone standing nearly still).")
+    max_silence_s: float = Field(10.0, gt=0, le=3600, description="During an episode, send a changed frame at least this often whatever it shows (weak or near-duplicate): the episode's own heartbeat.")
 
 
 class EncodeConfig(_Section):
@@ -179,7 +184,7 @@ class LearningConfig(_Section):
     retention_days: float = Field(90.0, gt=0, le=36500, description="Records older than this (wall-clock days since stored) are deleted with their keyframes.")
     dedupe_distance: int = Field(6, ge=0, le=64, description="A record whose newest keyframe's 64-bit perceptual hash is within this many bits of a recent record of the same camera and the same labels is a near-duplicate and not stored (a static scene does not flood the store).")
     dedupe_recent: int = Field(200, ge=1, le=100000, description="How many of the camera's newest records a new one is compared with for near-duplicates.")
-    calibrate: bool = Field(True, description="Map the student's confidence through the calibration map fitted on the store once it has calibration_min_examples examples.")
+    calibrate: bool = Field(False, description="Map the student's confidence through the calibration map fitted on the store once it has calibration_min_examples examples (off by default: fitted on escalations only, it raised teacher calls in docs/LEARNING.md).")
     calibration_min_examples: int = Field(50, ge=10, le=1_000_000, description="Labelled student reports needed before a calibration map (overall, or per flag) is fitted and applied.")
     readiness_min_examples: int = Field(100, ge=1, le=10_000_000, description="Good reviewed examples needed before `finetune-readiness` says ready.")
     plateau_k: int = Field(3, ge=2, le=100, description="Prompt scores have plateaued when the held-out scores of the last k scored skill versions...")

@@ -315,6 +315,8 @@ class CameraPipeline:
         self._explanation = ""
         self.newest_frame_ts = 0.0
         self.lags: list[float] = []
+        self.learner: Any | None = None
+        """Shared agreement store + calibration (`pipeline.calibration.Learner`), set by the runner."""
         # Thresholds that follow the time of day, load and the teacher's verdicts.  Baseline
         # policies under evaluation have no thresholds to adapt.
         self.adaptive: ThresholdController | None = None
@@ -384,6 +386,8 @@ class CameraPipeline:
                 # How far the analysis runs behind the newest frame the camera gave (source seconds).
                 self.lags.append(max(0.0, self.newest_frame_ts - report.timestamp))
             self._current_item = item
+            if self.learner is not None:
+                report = self.learner.calibrate(report)  # unchanged unless learning.calibrate and enough examples
             stats = self.window.add(report, item)
             self._apply(self.monitor.update(stats))
             queue_state = self.queue.state()
@@ -476,6 +480,10 @@ class CameraPipeline:
                                  reason=result.escalation.reason)
         if verdict.explanation:
             self._explanation = verdict.explanation
+        if self.learner is not None:
+            # Every verdict is a labelled example for calibration and fine-tuning data.
+            self.learner.record(result.escalation, verdict, thresholds=self.policy.thresholds_in_force(),
+                                skill_version=self.backends.student.prompt_version)
         if self.adaptive is not None:
             self.adaptive.record_verdict(result.escalation.flags, result.escalation.reason, verdict.kind.value,
                                          self.last_ts, verdict.safety_flags)
@@ -570,6 +578,7 @@ class Runner:
         # evaluate, suppress, thresholds_in_force); monitoring always uses ours.
         self.policy_factory = policy_factory or (lambda settings, camera: EscalationPolicy(Thresholds.from_config(settings.escalation)))
         self._pending_settings: Settings | None = None
+        self.learner: Any | None = None
         self._reload_lock = threading.Lock()
 
     # -- shared parts -------------------------------------------------------------------------
@@ -634,6 +643,9 @@ class Runner:
 
             metrics = Metrics()
         outputs = Outputs(out_dir, on_event=self.on_event, mqtt=mqtt, metrics=metrics)
+        from pipeline.calibration import Learner
+
+        self.learner = Learner.open(s, self.clock, on_change=outputs.decision)
         for notice in [self.backends.fallback, *self.backends.notices]:
             if notice:
                 outputs.decision({"kind": "notice", "message": notice})
@@ -670,6 +682,8 @@ class Runner:
             pipe.summary.out_dir = str(out_dir)
         for analyzer in (self.backends.student, self.backends.teacher):
             analyzer.close()
+        if self.learner is not None:
+            self.learner.close()
         summaries = [p.summary.to_json() for p in pipelines.values()]
         for summary in summaries:
             outputs.decision({"kind": "summary", **summary})
@@ -704,6 +718,7 @@ class Runner:
                               replay=replay, description=source.description,
                               settle_verdicts=lambda: self._route(queue, pipelines), clock=self.clock)
         pipelines[camera] = pipe
+        pipe.learner = self.learner
         if mqtt is not None:
             mqtt.announce([camera], sorted(pipe.monitor.triggers))
         server = self._start_metrics_server(metrics, lambda: {"cameras": {camera: {**pipe.health(), "stale": False}},
@@ -768,6 +783,7 @@ class Runner:
                 cam.id, s, self.backends, queue, outputs, policy=self.policy_factory(s, cam.id), replay=False,
                 description=grabbers[cam.id].health().get("source", cam.id), sample_fps=cam.sample_fps, clock=self.clock,
             )
+            pipelines[cam.id].learner = self.learner
             if cam.zones is not None:
                 for analyzer in (self.backends.student, self.backends.teacher):
                     book = getattr(analyzer, "zones", None)

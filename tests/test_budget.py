@@ -1,11 +1,14 @@
-"""Keyframe budget: onsets go, near-duplicates do not, the per-minute budget and spacing hold, safety lifts them."""
+"""Keyframe budget: confirmed onsets go, near-duplicates and weak change do not, strong activity is refreshed,
+the per-minute budget and spacing hold, safety lifts them."""
 
 from __future__ import annotations
 
 import pytest
 
+from fixtures.demo import Room, Scene, Walker, iter_frames
 from pipeline.budget import KeyframeBudget
-from pipeline.config import BudgetConfig
+from pipeline.config import BudgetConfig, GateConfig
+from pipeline.gate import ChangeGate
 from pipeline.records import GateDecision, GateReason
 
 FPS = 25.0
@@ -23,22 +26,78 @@ def run(budget: KeyframeBudget, decisions: list[tuple[float, GateDecision]], saf
     return [t for t, d in decisions if budget.admit(d, t, safety_active=safety).send]
 
 
-def test_first_frame_and_onset_are_sent_a_near_duplicate_is_not() -> None:
-    budget = KeyframeBudget(BudgetConfig(), sample_fps=2.0)
+def test_first_frame_and_confirmed_onset_are_sent_a_near_duplicate_is_not() -> None:
+    budget = KeyframeBudget(BudgetConfig(onset_confirm_s=0.4), sample_fps=2.0)
     frames = [(0.0, FIRST)] + [(i / FPS, STATIC) for i in range(1, 50)]
-    frames += [(i / FPS, change()) for i in range(50, 60)]  # the same small change, 0.4 s
+    frames += [(i / FPS, change()) for i in range(50, 70)]  # the same small change for 0.8 s from 2.0 s
     sent = run(budget, frames)
-    assert sent == [0.0, 2.0]
+    assert sent == [0.0, 2.4]  # the onset goes once the change has lasted onset_confirm_s
     assert budget.counters["sent"] == {"first": 1, "onset": 1}
-    assert budget.counters["budget_dropped"] == {"duplicate": 9}
+    assert budget.counters["budget_dropped"] == {"unconfirmed": 10, "duplicate": 9}
     assert budget.counters["gated_out"] == {"static": 49}
-    assert budget.counters["frames"] == 60
+    assert budget.counters["frames"] == 70
+
+
+def test_change_shorter_than_the_onset_confirmation_sends_nothing_a_longer_one_does() -> None:
+    budget = KeyframeBudget(BudgetConfig(onset_confirm_s=0.4), sample_fps=2.0)
+    run(budget, [(0.0, FIRST)])
+    flicker = [(5.0 + i / FPS, change()) for i in range(5)]  # 0.16 s of change
+    assert run(budget, flicker) == []
+    # After quiet_s without change, a lasting change is a new episode: its onset waits 0.4 s, not longer.
+    lasting = [(10.0 + i / FPS, change()) for i in range(25)]
+    assert run(budget, lasting) == [10.4]
+    # With no confirmation the very first changed frame goes (the old behaviour).
+    eager = KeyframeBudget(BudgetConfig(onset_confirm_s=0.0), sample_fps=2.0)
+    run(eager, [(0.0, FIRST)])
+    assert run(eager, flicker) == [5.0]
 
 
 def test_a_peak_of_change_is_sent_after_the_spacing() -> None:
-    budget = KeyframeBudget(BudgetConfig(peak_factor=3.0, min_spacing_s=1.0), sample_fps=2.0)
-    frames = [(0.0, FIRST), (5.0, change(10.0)), (5.5, change(100.0)), (6.0, change(100.0)), (6.04, change(100.0))]
+    budget = KeyframeBudget(BudgetConfig(peak_factor=3.0, min_spacing_s=1.0, onset_confirm_s=0.4), sample_fps=2.0)
+    frames = [(0.0, FIRST)] + [(4.6 + i / FPS, change(10.0)) for i in range(16)]  # onset at 5.0
+    frames += [(5.5, change(100.0)), (6.0, change(100.0)), (6.04, change(100.0))]
     assert run(budget, frames) == [0.0, 5.0, 6.0]  # 5.5 is too close to the onset; 6.0 is the peak
+
+
+def test_a_peak_is_judged_against_the_strongest_frame_sent_in_the_episode_not_the_last() -> None:
+    cfg = BudgetConfig(peak_factor=3.0, onset_confirm_s=0.0, refresh_s=3.0, active_refresh_s=100.0, weak_ratio=0.2)
+    budget = KeyframeBudget(cfg, sample_fps=2.0)
+    run(budget, [(0.0, FIRST)])
+    strong = [(5.0 + i / FPS, change(100.0)) for i in range(25)]  # onset at 5.0
+    # Weaker change moving elsewhere: refreshed at 8.0 (not a duplicate, 40 % of the strongest).
+    weaker = [(6.0 + i / FPS, change(40.0, (0.1 + 0.01 * i, 0.1, 0.2 + 0.01 * i, 0.3))) for i in range(75)]
+    # 130, central, is over 3x the last sent (40, off-centre) but not over 3x the strongest (100): no peak.
+    stronger = [(9.0 + i / FPS, change(130.0)) for i in range(10)]
+    assert run(budget, strong + weaker + stronger) == [5.0, 8.0]
+    assert budget.counters["sent"] == {"first": 1, "onset": 1, "refresh": 1}
+
+
+def test_strong_change_in_one_place_gets_an_active_refresh_near_duplicate_or_not() -> None:
+    # Someone moving about on the spot: the region hardly moves, so region novelty never fires,
+    # but while the change stays strong a frame goes every active_refresh_s.
+    cfg = BudgetConfig(onset_confirm_s=0.0, active_refresh_s=2.0, active_ratio=0.5, refresh_s=3.0)
+    budget = KeyframeBudget(cfg, sample_fps=2.0)
+    run(budget, [(0.0, FIRST)])
+    busy = [(5.0 + i / FPS, change(100.0 if i % 2 else 80.0)) for i in range(int(7 * FPS))]
+    sent = run(budget, busy)
+    assert sent == pytest.approx([5.0, 7.0, 9.0, 11.0])
+    assert budget.counters["sent"] == {"first": 1, "onset": 1, "active": 3}
+    # The same on-the-spot change with active refresh off: near-duplicates, only the onset goes.
+    idle = KeyframeBudget(BudgetConfig(onset_confirm_s=0.0, active_refresh_s=1000.0), sample_fps=2.0)
+    run(idle, [(0.0, FIRST)])
+    assert run(idle, busy) == [5.0]
+
+
+def test_weak_change_gets_no_refresh_but_an_episode_heartbeat() -> None:
+    cfg = BudgetConfig(onset_confirm_s=0.0, refresh_s=3.0, weak_ratio=0.2, active_ratio=0.5, max_silence_s=10.0)
+    budget = KeyframeBudget(cfg, sample_fps=2.0)
+    run(budget, [(0.0, FIRST)])
+    onset = [(5.0, change(100.0))]
+    # A faint change wandering about (10 % of the onset's): not a duplicate, but weak.
+    faint = [(5.0 + i / FPS, change(10.0, ((i % 9) / 10, 0.6, (i % 9) / 10 + 0.1, 0.7))) for i in range(1, int(12 * FPS))]
+    sent = run(budget, onset + faint)
+    assert sent == pytest.approx([5.0, 15.0])
+    assert budget.counters["sent"] == {"first": 1, "onset": 1, "heartbeat": 1}
 
 
 @pytest.mark.parametrize("max_per_min, spacing", [(24, 1.0), (6, 2.0)])
@@ -94,3 +153,29 @@ def test_heartbeat_is_sent() -> None:
 def test_bad_sample_fps_is_rejected() -> None:
     with pytest.raises(ValueError):
         KeyframeBudget(BudgetConfig(), sample_fps=0.0)
+
+
+def test_gate_and_budget_on_a_generated_clip_send_a_frame_for_a_fall_at_a_fraction_of_2fps() -> None:
+    # Walks in at 1 s, shifts about on the spot from 3 s, falls 8.0-8.7 s, lies still to the end.
+    path = ((1.0, -0.06), (3.0, 0.40)) + tuple((3.0 + 0.5 * (k + 1), 0.48 if k % 2 == 0 else 0.40) for k in range(10))
+    walker = Walker(enter=1.0, exit=100.0, path=path, tilt=((8.0, 0.0), (8.7, 90.0)))
+    scene = Scene(room=Room(size=(320, 180)), actors=(walker,))
+    gate = ChangeGate(GateConfig())
+    cfg = BudgetConfig()
+    budget = KeyframeBudget(cfg, sample_fps=2.0)
+    sent: list[float] = []
+    first_change = None
+    onset = None
+    for _, t, image in iter_frames(scene, 12.0, 10.0):
+        decision = gate.observe(image, t)
+        if first_change is None and decision.reason is GateReason.CHANGE:
+            first_change = t
+        verdict = budget.admit(decision, t)
+        if verdict.send:
+            sent.append(t)
+            if verdict.reason == "onset" and onset is None:
+                onset = t
+    assert first_change is not None and onset is not None
+    assert onset - first_change >= cfg.onset_confirm_s - 1e-9
+    assert any(8.0 <= t <= 8.7 + 1.0 for t in sent), sent
+    assert len(sent) <= 12.0 * 2.0 / 3  # at least 3x fewer than 2 fps sampling
