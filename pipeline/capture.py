@@ -60,6 +60,10 @@ _SECRET_QUERY = re.compile(
 _DIGITS = re.compile(r"(\d+)")
 
 
+#: A live stream's own timestamps are trusted while they stay this close to the clock (seconds).
+_STREAM_DRIFT_S = 2.0
+
+
 def mask_credentials(url: str) -> str:
     """Hide the password (and secret query values) of a URL: ``rtsp://user:***@host/...``.
 
@@ -223,8 +227,12 @@ class VideoCaptureSource(FrameSource):
         clock: Clock,
         description: str,
         is_live: bool,
+        stream_timed: bool = False,
     ) -> None:
         self._cap = capture
+        # RTSP carries real presentation times (RTP); an HTTP MJPEG stream's POS_MSEC is a
+        # frame count at a guessed rate, and a webcam's is driver-dependent: both use the clock.
+        self._use_stream_time = is_live and stream_timed
         self._camera_id = camera_id
         self._cfg = cfg
         self._clock = clock
@@ -241,6 +249,9 @@ class VideoCaptureSource(FrameSource):
         count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frame_count = int(count) if (not is_live and math.isfinite(count) and count > 0) else None
         self._opened_at = clock.monotonic()
+        self._stream_anchor: tuple[float, float] | None = None
+        self.stream_timed = 0
+        """Live frames stamped from the stream's own presentation time (rather than the clock)."""
         self._index = -1  # decoded frame number of the last grabbed frame
         self._last_ts = -math.inf
         self._closed = False
@@ -257,7 +268,21 @@ class VideoCaptureSource(FrameSource):
 
     def _timestamp(self, index: int) -> float:
         if self.is_live:
-            ts = self._clock.monotonic() - self._opened_at
+            clock_ts = self._clock.monotonic() - self._opened_at
+            ts = clock_ts
+            pos_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC) if self._use_stream_time else math.nan
+            # A stream that carries presentation times (RTSP, HLS) gives frame-accurate time;
+            # it is anchored to the clock at its first frame and dropped (re-anchored) when it
+            # stalls, jumps back, or drifts more than _STREAM_DRIFT_S from the clock.
+            if self._use_stream_time and math.isfinite(pos_ms) and pos_ms > 0:
+                if self._stream_anchor is None:
+                    self._stream_anchor = (clock_ts, pos_ms)
+                stream_ts = self._stream_anchor[0] + (pos_ms - self._stream_anchor[1]) / 1000.0
+                if stream_ts > self._last_ts and abs(stream_ts - clock_ts) <= _STREAM_DRIFT_S:
+                    ts = stream_ts
+                    self.stream_timed += 1
+                else:
+                    self._stream_anchor = (clock_ts, pos_ms)
         else:
             by_index = index / self.fps
             pos_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
@@ -479,7 +504,8 @@ def open_source(
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"stream could not be opened: {shown}")
-        return VideoCaptureSource(cap, camera_id=camera_id, cfg=cfg, clock=clock, description=f"stream {shown}", is_live=True)
+        return VideoCaptureSource(cap, camera_id=camera_id, cfg=cfg, clock=clock, description=f"stream {shown}", is_live=True,
+                                  stream_timed=spec.lower().startswith(("rtsp://", "rtsps://")))
 
     path = Path(spec).expanduser()
     if not path.exists():

@@ -46,6 +46,10 @@ SourceEventKind = Literal["source_lost", "source_restored", "source_stale"]
 _MAX_PENDING_EVENTS = 1000
 
 
+#: Session frame times may run this far from the grabber's clock before they are re-based.
+_MAX_SESSION_DRIFT_S = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class SourceEvent:
     """Something happened to a camera's source.  ``detail`` never contains credentials."""
@@ -135,6 +139,8 @@ class LiveGrabber:
         self.stats = GrabberStats()
 
         self._epoch = clock.monotonic()
+        self._session_base: float | None = None
+        self._last_stamp = 0.0
         self._cond = threading.Condition()
         self._latest: Frame | None = None
         self._taken_index = -1
@@ -274,7 +280,15 @@ class LiveGrabber:
 
     def _store(self, frame: Frame) -> None:
         now = self._clock.monotonic()
-        restamped = Frame(source_id=self.camera_id, index=self._next_index, timestamp=now - self._epoch, image=frame.image)
+        # One timeline per camera across reconnects: each session's own frame times (the
+        # stream's presentation times where it has them) are shifted onto the grabber's clock
+        # at the session's first frame, and re-based if they drift away from it.
+        clock_ts = now - self._epoch
+        if self._session_base is None or abs(self._session_base + frame.timestamp - clock_ts) > _MAX_SESSION_DRIFT_S:
+            self._session_base = clock_ts - frame.timestamp
+        ts = max(self._session_base + frame.timestamp, self._last_stamp)
+        self._last_stamp = ts
+        restamped = Frame(source_id=self.camera_id, index=self._next_index, timestamp=ts, image=frame.image)
         self._next_index += 1
         with self._cond:
             if self._latest is not None and self._latest.index > self._taken_index:
@@ -305,6 +319,7 @@ class LiveGrabber:
                 self._down_reported = False
                 self._emit("source_restored", f"{self.description} delivering again")
             session_start = self._clock.monotonic()
+            self._session_base = None
             why = ""
             try:
                 sampler = Sampler(self._retrieve_fps) if self._retrieve_fps else None

@@ -314,3 +314,27 @@ def test_bad_parameters_are_rejected(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         LiveGrabber("0", camera_id="c", cfg=CFG, clock=SystemClock(), rng=random.Random(0), **kw)  # type: ignore[arg-type]
 
+
+
+def test_rtsp_frames_carry_the_streams_own_presentation_times(clip: Path, rtsp_ok: None) -> None:
+    """RTSP frames are stamped from the stream's RTP presentation time (anchored to the clock)."""
+    from pipeline.capture import open_source
+    from pipeline.clock import SystemClock
+
+    server = servers.start_rtsp(clip)
+    try:
+        source = open_source(f"rtsp://127.0.0.1:{server.port}/cam", camera_id="c", cfg=CaptureConfig(), clock=SystemClock())
+        stamps = []
+        for frame in source.frames():
+            stamps.append(frame.timestamp)
+            if len(stamps) >= 30:
+                break
+        timed = source.stream_timed
+        source.close()
+    finally:
+        server.stop()
+    assert timed >= 20, "the stream's own timestamps were not used"
+    steps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert all(step > 0 for step in steps)
+    # The clip is 25 fps: stream time advances ~40 ms per frame, whatever the read jitter.
+    assert abs(sorted(steps)[len(steps) // 2] - 0.04) < 0.01
