@@ -602,6 +602,14 @@ class Runner:
             book = getattr(analyzer, "zones", None)
             if book is not None and hasattr(book, "set_default"):
                 book.set_default(new.zones)
+        if isinstance(self.backends.student, FallbackStudent) and hasattr(self.backends.student.primary, "set_prompt"):
+            # The active skill may have changed (`skills promote` / `rollback`): load it again.
+            from pipeline.skills import load_active_prompt
+
+            try:
+                self.backends.student.primary.set_prompt(load_active_prompt("student", new.skills.dir))
+            except Exception as exc:  # a broken skills folder keeps the prompt in use
+                log.error("reload: active skill not loaded, keeping %s: %s", self.backends.student.prompt_version, exc)
         self.settings = self.settings.model_copy(update={"escalation": new.escalation, "states": new.states, "zones": new.zones})
         log.warning("configuration reloaded: thresholds, states and zones updated for %d camera(s)", len(pipelines))
         for pipe in pipelines.values():

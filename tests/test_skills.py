@@ -310,3 +310,36 @@ def test_cli_list_check_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["skills", "synthesize", "--count", "0", "--skills-dir", str(folder)]) == 2
     assert "--count must be 1..20" in capsys.readouterr().err
     assert active_skill(folder, "student").version == "student/1"
+
+
+def test_sighup_reload_switches_the_ollama_student_to_the_active_skill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload (SIGHUP) loads the active skill again, so a promotion takes effect without a restart."""
+    import pipeline.skills as skills_module
+    from pipeline.analyzers.fallback import CircuitBreaker, FallbackStudent
+    from pipeline.analyzers.ollama_client import OllamaStudent
+    from pipeline.analyzers.prompts import STUDENT_PROMPT, SystemPrompt
+    from pipeline.clock import ManualClock
+    from pipeline.config import Settings
+    from pipeline.runner import Backends, Runner
+
+    clock = ManualClock()
+    settings = Settings()
+    primary = OllamaStudent(settings.student.model_copy(update={"host": "http://127.0.0.1:9"}), STUDENT_PROMPT, clock)
+
+    class FakeOffline:  # named as a fake: the fallback side is not exercised here
+        backend, model, prompt_version = "fake", "fake", "fake/1"
+
+        def analyze(self, item):  # noqa: ANN001, ANN201
+            raise AssertionError("not used")
+
+        def close(self) -> None:
+            pass
+
+    student = FallbackStudent(primary, FakeOffline(), CircuitBreaker(clock=clock))
+    runner = Runner(settings, Backends(student=student, teacher=FakeOffline()), clock=clock)
+    assert student.prompt_version == "student/1"
+    monkeypatch.setattr(skills_module, "load_active_prompt", lambda task, folder: SystemPrompt("student/9", "promoted prompt"))
+    runner.request_reload(settings)
+    runner._apply_reload({})
+    assert student.prompt_version == "student/9"
+    primary.close()

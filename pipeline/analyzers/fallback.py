@@ -200,6 +200,10 @@ class FallbackStudent:
                 return self._fallback.analyze(item)
         return report
 
+    @property
+    def primary(self) -> Student:
+        return self._primary
+
     def set_on_switch(self, on_switch: Callable[[SwitchEvent], None] | None) -> None:
         """Who hears about switches (the runner sets this once it has its decision log open)."""
         self._on_switch = on_switch

@@ -409,6 +409,11 @@ class _OllamaRole:
     def close(self) -> None:
         self._endpoint.close()
 
+    def set_prompt(self, prompt: SystemPrompt) -> None:
+        """Switch to another prompt version (a reload after `skills promote`); later reports record it."""
+        self._prompt = prompt
+        self.prompt_version = prompt.version
+
 
 class OllamaStudent(_OllamaRole):
     """`pipeline.analyzers.base.Student` backed by an Ollama vision model (thread-safe)."""
