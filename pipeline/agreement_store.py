@@ -306,11 +306,7 @@ class AgreementStore:
         calibration_version: str | None = None,
         raw_confidence: Mapping[tuple[str, int], float] | None = None,
     ) -> AddResult:
-        """Store one reviewed escalation (an audit is one with reason ``audit``).
-
-        ``raw_confidence`` maps (camera, frame index) to the confidence the student gave when
-        the reports in the timeline carry a calibrated one; the store keeps the raw value.
-        """
+        """`add` under the lock."""
         if verdict.kind == VerdictKind.UNVERIFIED:
             return AddResult(False, "unverified")
         keyframes = sorted(escalation.keyframes, key=lambda k: (k.timestamp, k.frame.index))
