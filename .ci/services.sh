@@ -17,7 +17,11 @@ PACKAGES=(
 )
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "services.sh: must run as root (apt-get install)" >&2
+  # apt-get needs root: use sudo where there is one, otherwise say so in one line.
+  if command -v sudo >/dev/null 2>&1; then
+    exec sudo bash "$0" "$@"
+  fi
+  echo "services.sh: must run as root (apt-get install); run it as root or install sudo" >&2
   exit 1
 fi
 
