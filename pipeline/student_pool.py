@@ -14,7 +14,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait, FIRST_COMPLETED
 from dataclasses import dataclass
 
-from pipeline.analyzers.base import Student
+from pipeline.analyzers.base import Student, crash_report
 from pipeline.records import EncodedFrame, FrameReport
 
 log = logging.getLogger("edgewatch.student")
@@ -54,14 +54,7 @@ class StudentPool:
         except Exception as exc:  # a student must not raise; if one does, the frame still gets a (failed) report
             self.stats.crashed += 1
             log.exception("student %s raised on frame %d", self._student.backend, item.frame.index)
-            return FrameReport.failed(
-                frame=item.frame,
-                backend=self._student.backend,
-                model=self._student.model,
-                prompt_version=self._student.prompt_version,
-                latency_ms=0.0,
-                error=f"student crashed: {exc.__class__.__name__}: {exc}",
-            )
+            return crash_report(self._student, item, exc)
 
     def submit(self, item: EncodedFrame) -> None:
         if self._busy() < self._limit:

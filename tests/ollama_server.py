@@ -70,17 +70,27 @@ class ImageFacts:
     orange_fraction: float
 
 
-def image_facts(b64: str) -> ImageFacts | None:
-    """Decode a base64 image and measure it; None when it is not a decodable image."""
+def decode_b64_image(b64: str) -> np.ndarray | None:
+    """A base64 JPEG/PNG as a BGR image; None when it is not a decodable image."""
     try:
         data = base64.b64decode(b64, validate=True)
     except Exception:
         return None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def orange_mask(image: np.ndarray) -> np.ndarray:
+    """Pixels a scripted model calls fire-coloured."""
+    b, g, r = (image[..., i].astype(np.int16) for i in range(3))
+    return (r > 180) & (g > 60) & (g < 190) & (b < 110)
+
+
+def image_facts(b64: str) -> ImageFacts | None:
+    """Decode a base64 image and measure it; None when it is not a decodable image."""
+    image = decode_b64_image(b64)
     if image is None:
         return None
-    b, g, r = (image[..., i].astype(np.int16) for i in range(3))
-    orange = (r > 180) & (g > 60) & (g < 190) & (b < 110)
+    orange = orange_mask(image)
     return ImageFacts(
         width=int(image.shape[1]),
         height=int(image.shape[0]),
@@ -682,15 +692,11 @@ class SceneFacts:
 
 
 def scene_facts(b64: str) -> SceneFacts | None:
-    try:
-        data = base64.b64decode(b64, validate=True)
-    except Exception:
-        return None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    image = decode_b64_image(b64)
     if image is None:
         return None
+    orange = orange_mask(image)
     b, g, r = (image[..., i].astype(np.int16) for i in range(3))
-    orange = (r > 180) & (g > 60) & (g < 190) & (b < 110)
     shirt = (b > 135) & (g > 75) & (g < 145) & (r < 70)
     lying = False
     if shirt.mean() > 0.002:

@@ -31,3 +31,16 @@ class Teacher(Protocol):
     def review(self, escalation: Escalation) -> Verdict: ...
 
     def close(self) -> None: ...
+
+
+def crash_report(student: Student, item: EncodedFrame, exc: BaseException) -> FrameReport:
+    """The failed report for a student that raised (it must not): the frame still gets an honest
+    report — confidence 0, flag ``model_error`` — that counts toward escalation."""
+    return FrameReport.failed(
+        frame=item.frame,
+        backend=student.backend,
+        model=student.model,
+        prompt_version=student.prompt_version,
+        latency_ms=0.0,
+        error=f"student crashed: {exc.__class__.__name__}: {exc}",
+    )

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from pipeline.analyzers.base import Student
+from pipeline.analyzers.base import Student, crash_report
 from pipeline.clock import Clock
 from pipeline.records import EncodedFrame, FrameReport
 
@@ -168,14 +168,7 @@ class FallbackStudent:
             return self._primary.analyze(item)
         except Exception as exc:  # a Student must not raise; if one does, it is a failed analysis
             log.exception("primary student %s raised", self._primary.backend)
-            return FrameReport.failed(
-                frame=item.frame,
-                backend=self._primary.backend,
-                model=self._primary.model,
-                prompt_version=self._primary.prompt_version,
-                latency_ms=0.0,
-                error=f"student crashed: {exc.__class__.__name__}: {exc}",
-            )
+            return crash_report(self._primary, item, exc)
 
     def analyze(self, item: EncodedFrame) -> FrameReport:
         if not self._breaker.allow():
