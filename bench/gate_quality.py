@@ -81,6 +81,7 @@ def run_clip(path: Path, clip_labels: dict, settings) -> ClipResult:  # type: ig
     budget = KeyframeBudget(settings.budget, settings.capture.sample_fps)
     sampler = Sampler(2.0)
     last_ts = 0.0
+    held_ts: float | None = None
     try:
         with open_source(str(path), camera_id=path.stem, cfg=settings.capture, clock=SystemClock()) as source:
             for frame in source.frames():
@@ -96,6 +97,12 @@ def run_clip(path: Path, clip_labels: dict, settings) -> ClipResult:  # type: ig
                 if verdict.send:
                     result.sent.append(frame.timestamp)
                     result.sent_reasons[verdict.reason] += 1
+                elif decision.passed:
+                    held_ts = frame.timestamp  # the frame the runner holds for the budget's final look
+            final = budget.finish()
+            if final.send and held_ts is not None:
+                result.sent.append(held_ts)
+                result.sent_reasons[final.reason] += 1
     except SourceError as exc:
         result.error = str(exc)
     if result.duration_s <= 0:

@@ -6,7 +6,9 @@ are near-duplicates of each other.  `KeyframeBudget` picks, per camera, the few 
 the story, within ``max_calls_per_min`` and ``min_spacing_s``:
 
 * the **first frame** of the source, every **global change** (possible tamper or lighting
-  change: never held back, only kept ``1/sample_fps`` apart), and the gate's **heartbeat**;
+  change: never dropped, only held ``1/sample_fps`` after any send and ``global_repeat_s`` after
+  the last global one, since a camera being moved or a shaky feed changes the whole view several
+  times a second and one look per interval follows it), and the gate's **heartbeat**;
 * the **onset** of a change episode (an episode starts with the first passed change after
   ``quiet_s`` without one): the first passed change once the episode has lasted
   ``onset_confirm_s`` — by then the mover is in view rather than one block at the edge, and
@@ -30,7 +32,13 @@ the story, within ``max_calls_per_min`` and ``min_spacing_s``:
   is not weak (quality >= ``weak_ratio`` of the strongest sent: someone standing nearly still
   needs no new look);
 * an episode **heartbeat**: a changed frame whatever it shows once nothing was sent for
-  ``max_silence_s`` (the gate's own heartbeat fires only when nothing *changes*).
+  ``max_silence_s`` (the gate's own heartbeat fires only when nothing *changes*);
+* the **final** frame (`finish`, when the source ends): the last frame the gate passed, when a
+  global change or a confirmed onset is still held, or when strong activity (as for the active
+  refresh) went unsent for at least ``min_spacing_s``.  The active refresh promises a frame for
+  every ``active_refresh_s`` of strong activity; at the end of a file, or just before a camera
+  drops, that next refresh never comes, and what happened last (someone down on the floor) is
+  what matters most.
 
 Budget: a token bucket (``burst`` tokens, refilled at ``max_calls_per_min`` per minute) plus
 a strict sliding-minute cap, and ``min_spacing_s`` between sends.  **Safety bends it**: while
@@ -50,6 +58,7 @@ from pipeline.config import BudgetConfig
 from pipeline.records import GateDecision, GateReason
 
 _EPS = 1e-9
+TAMPER_KIND = "tamper"  # (the gate's word; not imported from pipeline.gate, which is the cv2 side)
 
 # Why a frame was sent.
 SENT_FIRST = "first"
@@ -60,6 +69,7 @@ SENT_PEAK = "peak"
 SENT_ACTIVE = "active"
 SENT_REFRESH = "refresh"
 SENT_SAFETY = "safety"
+SENT_FINAL = "final"
 # Why a frame the gate passed was not sent.
 DROP_DUPLICATE = "duplicate"
 DROP_UNCONFIRMED = "unconfirmed"
@@ -73,10 +83,13 @@ class BudgetDecision:
 
     send: bool
     reason: str
-    """A send reason (first, global_change, heartbeat, onset, peak, active, refresh, safety) or a drop
+    """A send reason (first, global_change, heartbeat, onset, peak, active, refresh, safety, final) or a drop
     reason (unconfirmed, duplicate, spacing, budget, or the gate's reason such as 'static' when it was gated out)."""
     tokens: float
     """Budget tokens left after this decision (one send costs one)."""
+    global_kind: str | None = None
+    """For a global change sent late (held by spacing, so it goes with a later frame): the gate's kind of
+    that change ('tamper' over 'lighting_change' when several were held), so it still reaches the window."""
 
 
 def _quality(decision: GateDecision) -> float:
@@ -118,6 +131,11 @@ class KeyframeBudget:
         self._episode_max_quality = 0.0  # the strongest change sent in the current episode
         self._last_sent_region: tuple[float, float, float, float] | None = None
         self._pending_global = False
+        self._pending_global_kind: str | None = None
+        self._last_global_sent_ts = -math.inf
+        self._unsent_change = False  # has the gate passed a frame since the last send?
+        self._strong_unsent_s = 0.0  # source seconds of strong change since the last send
+        self._onset_held = False  # was the current episode's confirmed onset held back by spacing or budget?
         self.frames = 0
         self.gated_out: Counter[str] = Counter()
         self.sent: Counter[str] = Counter()
@@ -144,12 +162,15 @@ class KeyframeBudget:
         safety_active = safety_active or decision.reason is GateReason.SAFETY_WATCH
         self._refill(ts)
         since = ts - self._last_sent_ts
+        if decision.passed:
+            self._unsent_change = True  # (cleared again if this frame is sent)
         if decision.reason is GateReason.GLOBAL_CHANGE:
             self._pending_global = True
+            if self._pending_global_kind != TAMPER_KIND:
+                self._pending_global_kind = decision.global_kind or self._pending_global_kind
 
         if self._pending_global:
-            if since >= self.safety_gap_s - _EPS:
-                self._pending_global = False
+            if since >= self.safety_gap_s - _EPS and ts - self._last_global_sent_ts >= self.cfg.global_repeat_s - _EPS:
                 return self._send(SENT_GLOBAL, decision, ts)
             if not decision.passed:
                 self.gated_out[decision.reason.value] += 1
@@ -175,9 +196,12 @@ class KeyframeBudget:
             return self._drop(DROP_SPACING)
 
         # A change.
+        previous_change_ts = self._last_change_ts
         self._track_episode(ts)
         quality = _quality(decision)
         strongest = self._episode_max_quality
+        if self._episode_sent and quality >= self.cfg.active_ratio * strongest:
+            self._strong_unsent_s += ts - previous_change_ts
         if not self._episode_sent:
             if ts - self._episode_start < self.cfg.onset_confirm_s - _EPS:
                 return self._drop(DROP_UNCONFIRMED)
@@ -194,10 +218,34 @@ class KeyframeBudget:
         else:
             return self._drop(DROP_DUPLICATE)
         if since < self.cfg.min_spacing_s - _EPS:
+            self._onset_held = why == SENT_ONSET
             return self._drop(DROP_SPACING)
         if self._tokens < 1.0 - _EPS or len(self._recent_sends) >= self.cfg.max_calls_per_min:
+            self._onset_held = why == SENT_ONSET
             return self._drop(DROP_BUDGET)
         return self._send(why, decision, ts)
+
+    def finish(self) -> BudgetDecision:
+        """The source ended: should the last frame the gate passed, not sent yet, still go (as 'final')?
+
+        Yes when a global change is still held, when an episode's confirmed onset is still held
+        back, or when strong activity went unsent for ``min_spacing_s`` or more (see the module doc).
+        Calling it again without new frames says no.
+        """
+        spaced = (self._last_ts or 0.0) - self._last_sent_ts >= self.cfg.min_spacing_s - _EPS
+        due = self._unsent_change and (
+            self._pending_global
+            or (spaced and (self._onset_held or self._strong_unsent_s >= self.cfg.min_spacing_s - _EPS))
+        )
+        if not due:
+            return BudgetDecision(False, DROP_DUPLICATE, self._tokens)
+        global_kind = self._take_pending_global()
+        self._tokens = max(0.0, self._tokens - 1.0)
+        self.sent[SENT_FINAL] += 1
+        self._unsent_change = False
+        self._onset_held = False
+        self._strong_unsent_s = 0.0
+        return BudgetDecision(True, SENT_FINAL, self._tokens, global_kind)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -205,6 +253,7 @@ class KeyframeBudget:
         if self._last_ts is not None and ts < self._last_ts - 1.0:
             # The source restarted (time jumped back): forget time-based state, keep the counters.
             self._last_sent_ts = -math.inf
+            self._last_global_sent_ts = -math.inf
             self._last_change_ts = -math.inf
             self._recent_sends.clear()
         elif self._last_ts is not None and ts > self._last_ts:
@@ -216,6 +265,7 @@ class KeyframeBudget:
     def _track_episode(self, ts: float) -> None:
         if ts - self._last_change_ts > self.cfg.quiet_s:
             self._episode_sent = False  # a new change episode starts
+            self._onset_held = False
             self._episode_start = ts
             self._episode_max_quality = 0.0
         self._last_change_ts = ts
@@ -227,6 +277,13 @@ class KeyframeBudget:
         self._recent_sends.append(ts)
         self._last_sent_ts = ts
         self.sent[why] += 1
+        self._unsent_change = False
+        self._onset_held = False
+        self._strong_unsent_s = 0.0
+        global_kind = None
+        if why == SENT_GLOBAL:
+            self._last_global_sent_ts = ts
+            global_kind = self._take_pending_global()
         if decision.reason is GateReason.CHANGE:
             self._episode_sent = True
             self._episode_max_quality = max(self._episode_max_quality, _quality(decision))
@@ -236,7 +293,12 @@ class KeyframeBudget:
             self._episode_sent = False
             self._episode_max_quality = 0.0
             self._last_sent_region = None
-        return BudgetDecision(True, why, self._tokens)
+        return BudgetDecision(True, why, self._tokens, global_kind)
+
+    def _take_pending_global(self) -> str | None:
+        kind = self._pending_global_kind
+        self._pending_global, self._pending_global_kind = False, None
+        return kind
 
     def _drop(self, why: str) -> BudgetDecision:
         self.dropped[why] += 1

@@ -62,6 +62,7 @@ class BudgetConfig(_Section):
     active_ratio: float = Field(0.5, ge=0.0, le=100, description="Change is strong when its quality is at least this share of the strongest frame sent in the episode.")
     weak_ratio: float = Field(0.2, ge=0.0, le=1.0, description="Change weaker than this share of the strongest frame sent in the episode gets no refresh (someone standing nearly still).")
     max_silence_s: float = Field(10.0, gt=0, le=3600, description="During an episode, send a changed frame at least this often whatever it shows (weak or near-duplicate): the episode's own heartbeat.")
+    global_repeat_s: float = Field(1.5, ge=0, le=3600, description="After a global-change frame was sent, the next one waits at least this long (source seconds): a camera being moved or a shaky feed changes the whole view several times a second, and one look per interval follows it. A global change is never dropped, only held until then.")
 
 
 class EncodeConfig(_Section):

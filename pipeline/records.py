@@ -287,6 +287,8 @@ class WindowStats:
     """Observations of the newest report."""
     scene_change: bool = False
     """The newest analysed frame passed the gate as a global (most-of-frame) change."""
+    scene_change_kind: str | None = None
+    """The change gate's reading of that global change: 'tamper' (covered, moved, another view) or 'lighting_change'."""
     errors: int = 0
     """Reports in the window that were failed analyses."""
 

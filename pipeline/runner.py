@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from pipeline.analyzers.base import Student, Teacher
 from pipeline.analyzers.fallback import CircuitBreaker, FallbackStudent
-from pipeline.budget import KeyframeBudget
+from pipeline.budget import BudgetDecision, KeyframeBudget
 from pipeline.capture import Sampler, open_source
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
@@ -27,7 +27,7 @@ from pipeline.encode import encode_frame
 from pipeline.escalation import EscalationPolicy, Thresholds
 from pipeline.gate import ChangeGate
 from pipeline.keyframes import build_escalation, pattern_onset
-from pipeline.records import EncodedFrame, Event, Frame, FrameReport, GateReason, Priority, VerdictKind
+from pipeline.records import EncodedFrame, Event, Frame, FrameReport, GateDecision, GateReason, Priority, VerdictKind
 from pipeline.sinks.files import JsonlWriter, SnapshotWriter, prepare_out_dir, write_json_atomically
 from pipeline.student_pool import StudentPool
 from pipeline.teacher_queue import TeacherQueue
@@ -313,6 +313,8 @@ class CameraPipeline:
         self._escalations = 0
         self._current_item: EncodedFrame | None = None
         self._explanation = ""
+        # The newest frame the gate passed and the budget held back: the budget's final look at the end.
+        self._held: tuple[Frame, GateDecision] | None = None
         self.newest_frame_ts = 0.0
         self.lags: list[float] = []
         self.learner: Any | None = None
@@ -345,7 +347,8 @@ class CameraPipeline:
         decision = self.gate.check(frame)
         if self.budget is not None:
             admitted = self.budget.admit(decision, frame.timestamp, safety_active=self.monitor.state in _SAFETY_WATCH_STATES)
-            decision = replace(decision, passed=admitted.send)
+            self._held = None if admitted.send else (frame, decision) if decision.passed else self._held
+            decision = _as_sent(decision, admitted)
         elif not decision.passed and self.monitor.state in _SAFETY_WATCH_STATES:
             # While a safety pattern is open the student keeps looking, so persistence is
             # judged on fresh frames rather than on one frame and silence.
@@ -406,6 +409,9 @@ class CameraPipeline:
                 "thresholds": self.policy.thresholds_in_force(),
                 "queue_depth": queue_state.depth,
                 "student": report.to_json(),
+                # The gate's reading of a whole-view change (possible tamper or lighting change): the student
+                # sees one frame and cannot know the camera moved; the gate compared it with the one before.
+                **({"gate_hint": stats.scene_change_kind} if stats.scene_change_kind else {}),
             })
             if decision.escalate:
                 self._escalate(decision, report)
@@ -503,7 +509,13 @@ class CameraPipeline:
 
     # -- the end ----------------------------------------------------------------------------
 
-    def drain(self) -> None:
+    def end_of_source(self) -> None:
+        """The source ended (or stopped): the budget's final look, then every outstanding student report."""
+        final = self.budget.finish() if self.budget is not None and self._held is not None else None
+        if final is not None and final.send and self._held is not None:
+            frame, decision = self._held
+            self._held = None
+            self.pool.submit(encode_frame(frame, _as_sent(decision, final), self.settings.encode))
         self._handle_reports(self.pool.drain())
 
     def finish(self, end_ts: float) -> None:
@@ -550,6 +562,14 @@ class CameraPipeline:
         if output.transitions or output.events:
             flags = sorted(self.window.stats().active_flags) if self.summary.frames_analysed else []
             self.outputs.state(self.camera, self.monitor.state, flags, self._explanation)
+
+
+def _as_sent(decision: GateDecision, admitted: BudgetDecision) -> GateDecision:
+    """The gate's decision as the budget settled it: passed only when sent, and a global change the budget
+    held back (it goes with a later frame) still marked as one, so the window hears of it."""
+    if admitted.send and admitted.global_kind is not None:
+        return replace(decision, passed=True, reason=GateReason.GLOBAL_CHANGE, global_kind=admitted.global_kind)
+    return replace(decision, passed=admitted.send)
 
 
 class Runner:
@@ -751,7 +771,7 @@ class Runner:
                 if max_frames is not None and pipe.summary.frames_sampled >= max_frames:
                     pipe.summary.stopped_early = f"--max-frames {max_frames}"
                     break
-            pipe.drain()
+            pipe.end_of_source()
             switches()
         finally:
             source.close()
@@ -844,7 +864,7 @@ class Runner:
             for grabber in grabbers.values():
                 grabber.close()
             for cid, pipe in pipelines.items():
-                pipe.drain()
+                pipe.end_of_source()
                 stats = grabbers[cid].stats
                 pipe.summary.frames_read = stats.frames_received
                 pipe.summary.student_stale_dropped += stats.frames_overwritten

@@ -208,6 +208,7 @@ class SlidingWindow:
             active_flags=newest.flags,
             observations=newest.report.observations,
             scene_change=gate is not None and gate.reason == GateReason.GLOBAL_CHANGE,
+            scene_change_kind=gate.global_kind if gate is not None and gate.reason == GateReason.GLOBAL_CHANGE else None,
             errors=errors,
         )
 

@@ -3,6 +3,8 @@ the per-minute budget and spacing hold, safety lifts them."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fixtures.demo import Room, Scene, Walker, iter_frames
@@ -179,3 +181,129 @@ def test_gate_and_budget_on_a_generated_clip_send_a_frame_for_a_fall_at_a_fracti
     assert onset - first_change >= cfg.onset_confirm_s - 1e-9
     assert any(8.0 <= t <= 8.7 + 1.0 for t in sent), sent
     assert len(sent) <= 12.0 * 2.0 / 3  # at least 3x fewer than 2 fps sampling
+
+
+def test_a_storm_of_global_changes_is_followed_once_per_global_repeat_s_and_none_is_lost() -> None:
+    cfg = BudgetConfig(global_repeat_s=1.5)
+    budget = KeyframeBudget(cfg, sample_fps=2.0)
+    cut = GateDecision(True, GateReason.GLOBAL_CHANGE, 80.0, 0.9, global_kind="tamper")
+    # A camera being moved: the whole view changes every 0.3 s for 3 s, then a quiet stretch, then one more cut.
+    frames = [(0.0, FIRST)] + [(round(0.3 * k, 2), cut) for k in range(1, 11)] + [(3.3, STATIC), (3.6, STATIC), (9.0, cut)]
+    sent = [(t, r.reason) for t, r in ((t, budget.admit(d, t)) for t, d in frames) if r.send]
+    assert [reason for _, reason in sent] == ["first", "global_change", "global_change", "global_change", "global_change"]
+    times = [t for t, _ in sent]
+    assert times[1] == 0.6  # 1/sample_fps after the first frame
+    assert all(b - a >= cfg.global_repeat_s - 1e-9 for a, b in zip(times[1:], times[2:]))
+    assert times[3] == 3.6  # the changes of 2.4-3.0 s were held, not dropped: they go with the next frame allowed
+    assert times[-1] == 9.0  # a later cut, after the storm, goes at once
+
+
+def test_zero_global_repeat_keeps_only_the_sample_fps_spacing() -> None:
+    budget = KeyframeBudget(BudgetConfig(global_repeat_s=0.0), sample_fps=2.0)
+    cut = GateDecision(True, GateReason.GLOBAL_CHANGE, 80.0, 0.9, global_kind="tamper")
+    assert run(budget, [(0.0, FIRST)] + [(0.5 * k, cut) for k in range(1, 5)]) == [0.0, 0.5, 1.0, 1.5, 2.0]
+
+
+def active_episode(budget: KeyframeBudget, until: float, salience: float = 60.0) -> list[float]:
+    """First frame, then strong change every 0.04 s from 1 s to ``until`` in one place."""
+    frames = [(0.0, FIRST)] + [(round(1.0 + 0.04 * k, 2), change(salience)) for k in range(int((until - 1.0) / 0.04) + 1)]
+    return run(budget, frames)
+
+
+def test_source_ending_amid_unsent_strong_activity_gets_a_final_frame() -> None:
+    cfg = BudgetConfig(active_refresh_s=2.0, min_spacing_s=1.0)
+    budget = KeyframeBudget(cfg, sample_fps=2.0)
+    sent = active_episode(budget, until=4.8)
+    assert sent == [0.0, 1.4, 3.4]  # onset once confirmed, then the 2 s active refresh; 5.4 would be next
+    final = budget.finish()
+    assert final.send and final.reason == "final"
+    assert budget.counters["sent"]["final"] == 1
+    assert not budget.finish().send  # nothing new since: no second final look
+
+
+def test_no_final_frame_when_the_unsent_strong_activity_is_shorter_than_min_spacing() -> None:
+    budget = KeyframeBudget(BudgetConfig(active_refresh_s=2.0, min_spacing_s=1.0), sample_fps=2.0)
+    assert active_episode(budget, until=4.2) == [0.0, 1.4, 3.4]  # 0.8 s of activity after the last send
+    assert not budget.finish().send
+
+
+def test_no_final_frame_for_weak_trailing_change() -> None:
+    budget = KeyframeBudget(BudgetConfig(active_ratio=0.5), sample_fps=2.0)
+    sent = active_episode(budget, until=3.4)
+    faint = [(round(3.44 + 0.04 * k, 2), change(10.0)) for k in range(60)]  # someone nearly still, 2.4 s
+    assert run(budget, faint) == []
+    assert sent[-1] == 3.4
+    assert not budget.finish().send
+
+
+def test_no_final_frame_without_change_since_the_last_send() -> None:
+    budget = KeyframeBudget(BudgetConfig(), sample_fps=2.0)
+    active_episode(budget, until=3.4)
+    run(budget, [(3.5 + 0.1 * k, STATIC) for k in range(30)])
+    assert not budget.finish().send
+
+
+def test_a_global_change_still_held_at_the_end_goes_as_the_final_frame() -> None:
+    budget = KeyframeBudget(BudgetConfig(), sample_fps=2.0)
+    cut = GateDecision(True, GateReason.GLOBAL_CHANGE, 80.0, 0.9, global_kind="tamper")
+    assert run(budget, [(0.0, FIRST), (0.1, cut), (0.2, cut)]) == [0.0]  # a 0.2 s clip of flashing colours
+    assert budget.finish().send
+
+
+def test_an_onset_held_back_by_the_budget_goes_as_the_final_frame() -> None:
+    budget = KeyframeBudget(BudgetConfig(max_calls_per_min=1, burst=1, min_spacing_s=1.0), sample_fps=2.0)
+    run(budget, [(0.0, FIRST)])
+    sent = run(budget, [(round(2.0 + 0.04 * k, 2), change()) for k in range(26)])  # 2.0-3.0 s: tokens spent on the first frame
+    assert sent == []
+    assert budget.counters["budget_dropped"]["budget"] > 0
+    assert budget.finish().send
+
+
+def crossing_scene() -> Scene:
+    """Someone walking steadily across the room from 1 s: strong change that keeps going."""
+    return Scene(room=Room(size=(320, 180)), actors=(Walker(enter=1.0, exit=100.0, path=((1.0, -0.06), (9.0, 0.9))),))
+
+
+@pytest.mark.parametrize("end_s, final_expected", [(4.4, False), (5.0, True)])
+def test_gate_and_budget_look_once_more_when_a_clip_ends_mid_movement(end_s: float, final_expected: bool) -> None:
+    gate = ChangeGate(GateConfig())
+    budget = KeyframeBudget(BudgetConfig(), sample_fps=2.0)
+    sent = [t for _, t, image in iter_frames(crossing_scene(), end_s, FPS) if budget.admit(gate.observe(image, t), t).send]
+    assert len(sent) == 3 and sent[0] == 0.0  # first, onset, one active refresh; the next is due after the end
+    assert budget.finish().send is final_expected
+
+
+def test_runner_with_the_budget_sends_the_final_frame_to_the_student(tmp_path) -> None:  # noqa: ANN001
+    from fixtures.demo import write_video
+    from pipeline.clock import ManualClock
+    from pipeline.config import Settings
+    from pipeline.runner import Runner, select_backends
+
+    video = tmp_path / "crossing.avi"
+    write_video(video, crossing_scene(), 5.0, FPS)
+    settings = Settings.model_validate({
+        "budget": {"enabled": True},
+        "student": {"backend": "offline"}, "teacher": {"backend": "offline"},
+        "output": {"out_dir": str(tmp_path / "out")},
+    })
+    clock = ManualClock()
+    summary = Runner(settings, select_backends(settings, clock), clock=clock).run(str(video))
+    assert summary.budget["sent"].get("final") == 1
+    assert summary.frames_analysed == summary.budget["frames_sent"]
+    decisions = [json.loads(line) for line in (tmp_path / "out" / "decisions.jsonl").read_text().splitlines()]
+    analysed = [d["t"] for d in decisions if d.get("kind") == "decision"]
+    assert max(analysed) >= 4.8  # the final look is at the clip's last moments, after the last budgeted send
+
+
+def test_a_held_global_change_sent_with_a_later_frame_keeps_its_kind_tamper_first() -> None:
+    budget = KeyframeBudget(BudgetConfig(), sample_fps=2.0)
+    lights = GateDecision(True, GateReason.GLOBAL_CHANGE, 80.0, 0.9, global_kind="lighting_change")
+    cover = GateDecision(True, GateReason.GLOBAL_CHANGE, 80.0, 0.9, global_kind="tamper")
+    decisions = [budget.admit(d, t) for t, d in [(0.0, FIRST), (0.1, lights), (0.2, cover), (0.3, lights), (0.5, STATIC)]]
+    late = decisions[-1]
+    assert late.send and late.reason == "global_change" and late.global_kind == "tamper"
+    assert all(d.global_kind is None for d in decisions[:-1])
+    # Held at the end of the source: the final frame carries it.
+    assert budget.admit(lights, 0.7).send is False
+    final = budget.finish()
+    assert final.send and final.global_kind == "lighting_change"

@@ -159,6 +159,21 @@ def test_teacher_sends_keyframes_in_time_order_with_timestamps_and_timeline(serv
     assert "fire in 2 of 3 frames" in text and esc.timeline_text() in text
 
 
+def test_teacher_is_told_which_keyframe_the_gate_saw_as_a_possible_tamper() -> None:
+    from dataclasses import replace
+
+    from pipeline.analyzers.prompts import teacher_user_text
+
+    esc = escalation([(GREY, 0.5), (BLACK, 1.5)])
+    covered = replace(esc.keyframes[1], gate=GateDecision(True, GateReason.GLOBAL_CHANGE, 90.0, 0.95, global_kind="tamper"))
+    text = teacher_user_text(replace(esc, keyframes=(esc.keyframes[0], covered)))
+    [line_1] = [ln for ln in text.splitlines() if ln.startswith("image 1:")]
+    [line_2] = [ln for ln in text.splitlines() if ln.startswith("image 2:")]
+    assert "change gate" not in line_1
+    assert "t=1.50s" in line_2 and "possible tamper" in line_2
+    assert "change gate" not in teacher_user_text(esc)
+
+
 def test_teacher_dismisses_a_calm_sequence(server: OllamaTestServer) -> None:
     teacher = OllamaTeacher(teacher_cfg(server.url), TEACHER_PROMPT, SystemClock())
     verdict = teacher.review(escalation([(GREY, 0.5), (GREY, 1.0)]))

@@ -207,3 +207,15 @@ def test_window_invariants(window_s: float, steps: list[tuple[float, frozenset[s
         if len(inside) >= 2 and max(times) - min(times) > 1e-3:
             expected = np.polyfit(times, confs, 1)[0]
             assert s.confidence_trend == pytest.approx(expected, rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["tamper", "lighting_change"])
+def test_the_gates_reading_of_a_global_change_reaches_the_window_stats(kind: str) -> None:
+    w = SlidingWindow(CAM, 10.0)
+    frame = Frame(source_id=CAM, index=10, timestamp=1.0, image=np.zeros((4, 4, 3), np.uint8))
+    cut = EncodedFrame(frame=frame, jpeg=b"", b64="", width=4, height=4,
+                       gate=GateDecision(True, GateReason.GLOBAL_CHANGE, 80.0, 0.9, global_kind=kind))
+    assert w.add(report(0.0), item(0.0)).scene_change_kind is None
+    s = w.add(report(1.0), cut)
+    assert s.scene_change and s.scene_change_kind == kind
+    assert w.add(report(2.0), item(2.0)).scene_change_kind is None  # the next ordinary frame

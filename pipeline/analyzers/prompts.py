@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.records import SAFETY_FLAGS, EncodedFrame, Escalation
+from pipeline.records import SAFETY_FLAGS, EncodedFrame, Escalation, GateReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +71,23 @@ def keyframes_in_time_order(escalation: Escalation) -> tuple[EncodedFrame, ...]:
     return tuple(sorted(escalation.keyframes, key=lambda k: (k.timestamp, k.frame.index)))
 
 
+#: What the change gate's reading of a whole-view change tells the teacher (see `pipeline.gate`).
+_GATE_HINTS = {
+    "tamper": "the whole view changed at once and no longer matches the view before: possible tamper (camera covered, moved or replaced)",
+    "lighting_change": "the whole view changed brightness at once: a lighting change",
+}
+
+
+def _gate_hint(keyframe: EncodedFrame) -> str:
+    kind = keyframe.gate.global_kind if keyframe.gate.reason is GateReason.GLOBAL_CHANGE else None
+    return f"; change gate: {_GATE_HINTS.get(kind, kind)}" if kind else ""
+
+
 def teacher_user_text(escalation: Escalation) -> str:
     """The teacher's user message: reason, flags, the keyframes' timestamps in time order, the timeline."""
     keyframes = keyframes_in_time_order(escalation)
     frame_lines = [
-        f"image {n}: t={k.timestamp:.2f}s (frame {k.frame.index})" for n, k in enumerate(keyframes, start=1)
+        f"image {n}: t={k.timestamp:.2f}s (frame {k.frame.index}){_gate_hint(k)}" for n, k in enumerate(keyframes, start=1)
     ]
     flags = ", ".join(sorted(escalation.flags)) or "none"
     timeline = escalation.timeline_text() or "(no student reports)"
