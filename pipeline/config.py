@@ -36,9 +36,7 @@ class GateConfig(_Section):
     enabled: bool = Field(True, description="Skip frames where nothing changed; false analyses every sampled frame.")
     width: int = Field(160, ge=32, le=640, description="Width of the grey thumbnail the gate compares (height keeps the aspect).")
     pixel_threshold: int = Field(18, ge=1, le=255, description="A thumbnail pixel counts as changed when it differs by more than this (0..255).")
-    min_changed_fraction: float = Field(0.004, ge=0.0, le=1.0, description="Pass a frame when at least this share of thumbnail pixels changed against the last analysed frame or the background.")
     global_change_fraction: float = Field(0.6, gt=0.0, le=1.0, description="A change covering at least this share of the frame is a global change (lights, camera moved or covered).")
-    background_alpha: float = Field(0.05, gt=0.0, le=1.0, description="How fast the slow background follows the scene, per sampled frame.")
     max_skip_s: float = Field(10.0, gt=0, le=3600, description="Heartbeat: analyse at least one frame this often (source seconds) even when static.")
     grid_cols: int = Field(16, ge=2, le=64, description="Blocks across the thumbnail; each block learns its own baseline of normal change (rows follow the aspect).")
     lag_s: float = Field(0.5, gt=0, le=10, description="Motion is measured against the frame this many source seconds earlier.")
@@ -205,7 +203,7 @@ class ThresholdProfile(_Section):
     persistence_n: int | None = Field(None, ge=1, le=100, description="Overrides escalation.persistence_n in this period.")
     audit_every: int | None = Field(None, ge=1, le=100000, description="Overrides escalation.audit_every in this period.")
     flip_limit: int | None = Field(None, ge=1, le=1000, description="Overrides escalation.flip_limit in this period.")
-    gate_min_changed_fraction: float | None = Field(None, ge=0.0, le=1.0, description="Overrides gate.min_changed_fraction (gate sensitivity) in this period.")
+    gate_block_min_change: float | None = Field(None, gt=0, le=255, description="Overrides gate.block_min_change (the gate's noise floor, grey levels: higher = less sensitive, e.g. for a grainy night image) in this period.")
     sample_fps: float | None = Field(None, gt=0, le=60, description="Overrides capture.sample_fps in this period.")
 
     @field_validator("start", "end")

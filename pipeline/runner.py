@@ -428,6 +428,9 @@ class CameraPipeline:
             self.outputs.decision({"camera": self.camera, **change.to_json()})
         if in_force.sample_fps != self.sampler.sample_fps:
             self.sampler.sample_fps, self.sampler.period = in_force.sample_fps, 1.0 / in_force.sample_fps
+        if in_force.gate_block_min_change != self.gate.cfg.block_min_change:
+            # The period's noise floor (a grainy night image needs a higher one); the gate reads it per frame.
+            self.gate.cfg = self.gate.cfg.model_copy(update={"block_min_change": in_force.gate_block_min_change})
 
     def _escalate(self, decision: Any, report: FrameReport) -> None:
         s = self.settings

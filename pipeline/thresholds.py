@@ -86,7 +86,7 @@ class InForce:
     """Give this to the policy (it includes the load ``bar``)."""
     persistence_k_by_flag: Mapping[str, int]
     """Flags whose persistence k feedback moved away from ``thresholds.persistence_k``."""
-    gate_min_changed_fraction: float
+    gate_block_min_change: float
     sample_fps: float
     since: float
     """Source time from which these exact values are in force."""
@@ -105,7 +105,7 @@ class InForce:
             "audit_every": t.audit_every,
             "flip_limit": t.flip_limit,
             "bar": t.bar,
-            "gate_min_changed_fraction": self.gate_min_changed_fraction,
+            "gate_block_min_change": self.gate_block_min_change,
             "sample_fps": self.sample_fps,
         }
         for flag, k in sorted(self.persistence_k_by_flag.items()):
@@ -123,7 +123,7 @@ class InForce:
             "thresholds": self.thresholds.to_json(),
             "persistence_k_by_flag": dict(sorted(self.persistence_k_by_flag.items())),
             "per_flag_k_applied": PER_FLAG_K_SUPPORTED,
-            "gate_min_changed_fraction": self.gate_min_changed_fraction,
+            "gate_block_min_change": self.gate_block_min_change,
             "sample_fps": self.sample_fps,
         }
 
@@ -446,7 +446,7 @@ class ThresholdController:
             "persistence_n": esc.persistence_n,
             "audit_every": esc.audit_every,
             "flip_limit": esc.flip_limit,
-            "gate_min_changed_fraction": s.gate.min_changed_fraction,
+            "gate_block_min_change": s.gate.block_min_change,
             "sample_fps": s.capture.sample_fps,
         }
         if profile is not None:
@@ -602,7 +602,7 @@ class ThresholdController:
             period_reason=reason,
             thresholds=thresholds,
             persistence_k_by_flag=MappingProxyType(by_flag),
-            gate_min_changed_fraction=values["gate_min_changed_fraction"],
+            gate_block_min_change=values["gate_block_min_change"],
             sample_fps=values["sample_fps"],
             since=since,
             local_time=self._local_time,
@@ -734,7 +734,7 @@ def _format_values(values: Mapping[str, Any]) -> str:
         f"persistence {values['persistence_k']}/{values['persistence_n']}",
         f"audit every {values['audit_every']}",
         f"flip limit {values['flip_limit']}",
-        f"gate {values['gate_min_changed_fraction']:g}",
+        f"gate {values['gate_block_min_change']:g}",
         f"{values['sample_fps']:g} fps",
     ]
     per_flag = [f"{k[len('persistence_k['):-1]} k={v}" for k, v in values.items() if k.startswith("persistence_k[")]

@@ -33,7 +33,7 @@ def settings(**adaptive: Any) -> Settings:
         "profiles": {
             "night": {"start": "22:00", "end": "06:00", "brightness_min": 0, "brightness_max": 40,
                       "persistence_k": 2, "persistence_n": 5, "min_confidence": 0.6, "audit_every": 300,
-                      "gate_min_changed_fraction": 0.01, "sample_fps": 1.0},
+                      "gate_block_min_change": 8.0, "sample_fps": 1.0},
             "day": {"start": "06:00", "end": "22:00"},
         },
     }
@@ -57,7 +57,7 @@ def test_period_edges_are_start_inclusive_end_exclusive(tmp_path: Path) -> None:
     assert named["period"].old == "day" and named["period"].new == "night" and named["period"].cause == "profile"
     assert named["persistence_n"].new == 5 and named["min_confidence"].new == 0.6
     assert inforce.thresholds.audit_every == 300
-    assert inforce.gate_min_changed_fraction == 0.01 and inforce.sample_fps == 1.0
+    assert inforce.gate_block_min_change == 8.0 and inforce.sample_fps == 1.0
     eight_hours = 8 * 3600.0
     assert c.update(59.0 + eight_hours)[0].period == "night"   # 05:59:59
     assert c.update(60.0 + eight_hours)[0].period == "day"     # 06:00:00
@@ -331,3 +331,36 @@ def test_mean_luma_tracks_brightness() -> None:
     bright = np.full((48, 64, 3), 200, dtype=np.uint8)
     assert mean_luma(dark) == pytest.approx(10.0, abs=0.5)
     assert mean_luma(bright) == pytest.approx(200.0, abs=0.5)
+
+
+def test_a_periods_gate_noise_floor_reaches_the_running_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner hands the period's gate_block_min_change to the change gate it is running."""
+    import pipeline.runner as runner_module
+    from helpers_video import numbered_frame, write_video
+    from pipeline.gate import ChangeGate
+    from pipeline.runner import Runner, select_backends
+
+    seen: list[float] = []
+
+    class RecordingGate(ChangeGate):
+        def observe(self, image, timestamp):  # noqa: ANN001, ANN201
+            seen.append(self.cfg.block_min_change)
+            return super().observe(image, timestamp)
+
+    monkeypatch.setattr(runner_module, "ChangeGate", RecordingGate)
+    dark = [(numbered_frame(i) // 8) for i in range(40)]  # mean luma well under 40: the brightness period "night"
+    video = write_video(tmp_path / "dark.avi", dark, 10.0)
+    s = settings_from_dict({
+        "camera_id": "cam",
+        "student": {"backend": "offline"}, "teacher": {"backend": "offline"},
+        "output": {"out_dir": str(tmp_path / "out")},
+        "adaptive": {"period_dwell_s": 0, "brightness_smoothing_s": 0,
+                     "profiles": {"night": {"brightness_min": 0, "brightness_max": 40, "gate_block_min_change": 9.0},
+                                  "day": {"start": "00:00", "end": "00:00"}}},
+    })
+    clock = ManualClock()
+    Runner(s, select_backends(s, clock), clock=clock).run(str(video))
+    assert seen[0] == s.gate.block_min_change == 4.0
+    assert seen[-1] == 9.0
+    lines = [json.loads(x) for x in (tmp_path / "out" / "decisions.jsonl").read_text().splitlines()]
+    assert any(x.get("name") == "gate_block_min_change" and x.get("new") == 9.0 for x in lines)
