@@ -183,6 +183,7 @@ class RunSummary:
             f"  frames read {self.frames_read} (bad {self.bad_frames}), sampled {self.frames_sampled}, "
             f"analysed {self.frames_analysed} (failed {self.student_failures}, stale dropped {self.student_stale_dropped})",
             f"  gate: {gate}",
+            *([_render_budget(self.budget)] if self.budget else []),
             f"  events: {events}",
             f"  escalations: {esc}; verdicts: {verdicts}",
             f"  teacher queue: max depth {self.queue.get('depth_max', 0)}, sheds {self.queue.get('sheds', 0)}, merges {self.queue.get('merges', 0)}",
@@ -565,6 +566,13 @@ class CameraPipeline:
         if output.transitions or output.events:
             flags = sorted(self.window.stats().active_flags) if self.summary.frames_analysed else []
             self.outputs.state(self.camera, self.monitor.state, flags, self._explanation)
+
+
+def _render_budget(counters: dict[str, Any]) -> str:
+    def pairs(key: str) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(counters.get(key, {}).items())) or "none"
+
+    return f"  keyframe budget: sent {counters.get('frames_sent', 0)} ({pairs('sent')}); held back: {pairs('budget_dropped')}"
 
 
 def _as_sent(decision: GateDecision, admitted: BudgetDecision) -> GateDecision:

@@ -307,3 +307,14 @@ def test_a_held_global_change_sent_with_a_later_frame_keeps_its_kind_tamper_firs
     assert budget.admit(lights, 0.7).send is False
     final = budget.finish()
     assert final.send and final.global_kind == "lighting_change"
+
+
+def test_the_text_summary_shows_the_budgets_counters() -> None:
+    from pipeline.runner import RunSummary
+
+    summary = RunSummary(source="clip.mp4", camera="cam0", student="offline", teacher="offline")
+    assert "keyframe budget" not in summary.render()
+    summary.budget = {"frames": 90, "gated_out": {"static": 40}, "sent": {"first": 1, "onset": 2, "final": 1},
+                      "budget_dropped": {"duplicate": 30, "spacing": 16}, "frames_sent": 4}
+    [line] = [ln for ln in summary.render().splitlines() if "keyframe budget" in ln]
+    assert "sent 4 (final 1, first 1, onset 2)" in line and "duplicate 30, spacing 16" in line
