@@ -10,7 +10,9 @@ flags (normalised, ``model_error`` left out) equal the teacher's.  From those la
   overall and per flag ("none" = reports without a flag) once a group has
   ``learning.calibration_min_examples`` examples.  `CalibrationMap.apply` picks the flag's
   map (the lowest when several flags), else the overall one, else leaves the confidence raw.
-  Each fitted map has a version (``cal/<examples>-<hash>``; ``raw`` = identity);
+  Each fitted map has a version (``cal/<examples>-<hash>``; ``raw`` = identity).  The
+  `Learner` fits *selection-aware* (`unbiased_examples`): unflagged reports only from audits,
+  since the others were stored because something else escalated (docs/LEARNING.md);
 * **readiness** — examples per class, balance, agreement per flag, and whether the held-out
   scores of the last K skill versions have plateaued; "ready" only with
   ``readiness_min_examples`` good examples *and* a plateau;
@@ -74,6 +76,8 @@ class Example:
     agrees: bool
     camera: str
     record_id: int
+    audit: bool = False
+    """From an audit: a calm sequence sampled on a frame count, not chosen by the student's answer."""
 
 
 def group_of(flags: Iterable[str]) -> tuple[str, ...]:
@@ -93,7 +97,7 @@ def examples_from(records: Iterable[AgreementRecord]) -> list[Example]:
             if report is None or report.error:
                 continue
             flags = safety_set(report.safety_flags)
-            out.append(Example(float(report.confidence), flags, flags == rec.teacher_flags, rec.camera, rec.id))
+            out.append(Example(float(report.confidence), flags, flags == rec.teacher_flags, rec.camera, rec.id, rec.is_audit))
     return out
 
 
@@ -199,6 +203,9 @@ class CalibrationMap:
     overall: MonotoneMap | None = None
     by_flag: Mapping[str, MonotoneMap] = field(default_factory=dict)
     examples: int = 0
+    unflagged_raw: bool = False
+    """A report without a flag keeps its raw confidence unless the ``none`` map exists (fitted on
+    audits only, see `fit_calibration(selection_aware=True)`): the overall map says nothing about it."""
 
     @property
     def is_identity(self) -> bool:
@@ -206,7 +213,10 @@ class CalibrationMap:
 
     def apply(self, confidence: float, flags: Iterable[str] = ()) -> float:
         """The calibrated confidence of a report with these flags (raw when no map covers it)."""
-        maps = [self.by_flag[g] for g in group_of(flags) if g in self.by_flag]
+        groups = group_of(flags)
+        maps = [self.by_flag[g] for g in groups if g in self.by_flag]
+        if not maps and self.unflagged_raw and groups == (NO_FLAG,):
+            return float(confidence)
         if not maps and self.overall is not None:
             maps = [self.overall]
         if not maps:
@@ -222,17 +232,39 @@ class CalibrationMap:
     def to_json(self) -> dict[str, Any]:
         return {"version": self.version, "examples": self.examples,
                 "overall": self.overall.to_json() if self.overall else None,
-                "by_flag": {k: m.to_json() for k, m in sorted(self.by_flag.items())}}
+                "by_flag": {k: m.to_json() for k, m in sorted(self.by_flag.items())},
+                **({"unflagged_raw": True} if self.unflagged_raw else {})}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "CalibrationMap":
         return cls(version=str(data["version"]), examples=int(data.get("examples", 0)),
                    overall=MonotoneMap.from_json(data["overall"]) if data.get("overall") else None,
-                   by_flag={str(k): MonotoneMap.from_json(v) for k, v in (data.get("by_flag") or {}).items()})
+                   by_flag={str(k): MonotoneMap.from_json(v) for k, v in (data.get("by_flag") or {}).items()},
+                   unflagged_raw=bool(data.get("unflagged_raw", False)))
 
 
-def fit_calibration(examples: Sequence[Example], min_examples: int) -> CalibrationMap:
-    """Overall and per-group maps for every group with at least ``min_examples`` examples."""
+def unbiased_examples(examples: Sequence[Example]) -> list[Example]:
+    """The examples whose selection does not lean on whether the student was right.
+
+    A report *with* a safety flag is escalated whenever its flag persists, right or wrong, so
+    the flagged reports in the store are close to all of them (if anything the persistent,
+    likelier-right ones).  A report *without* a flag reaches the store only inside an
+    escalation some *other* frame caused (a flag nearby, low confidence, a flip, a scene
+    change): mostly beside an event, where the student misses it.  Fitted on those, the map
+    says a calm report is almost always wrong, while on the calm frames it is applied to the
+    student is right ~95% of the time.  Only audits sample calm frames without looking at the
+    student's answer, so they alone stand for the unflagged group.
+    """
+    return [e for e in examples if e.flags or e.audit]
+
+
+def fit_calibration(examples: Sequence[Example], min_examples: int, *, selection_aware: bool = False) -> CalibrationMap:
+    """Overall and per-group maps for every group with at least ``min_examples`` examples.
+
+    ``selection_aware`` (what the `Learner` uses): fit only on `unbiased_examples`, so the
+    ``none`` map comes from audits alone, and leave unflagged reports raw while it is missing."""
+    if selection_aware:
+        examples = unbiased_examples(examples)
     if len(examples) < min_examples:
         return CalibrationMap(examples=len(examples))
     overall = MonotoneMap.fit([e.confidence for e in examples], [e.agrees for e in examples])
@@ -242,9 +274,10 @@ def fit_calibration(examples: Sequence[Example], min_examples: int) -> Calibrati
             groups.setdefault(g, []).append(e)
     by_flag = {g: MonotoneMap.fit([e.confidence for e in ex], [e.agrees for e in ex])
                for g, ex in sorted(groups.items()) if len(ex) >= min_examples}
-    body = json.dumps({"overall": overall.to_json(), "by_flag": {k: v.to_json() for k, v in by_flag.items()}}, sort_keys=True)
+    body = json.dumps({"overall": overall.to_json(), "by_flag": {k: v.to_json() for k, v in by_flag.items()},
+                       **({"unflagged_raw": True} if selection_aware else {})}, sort_keys=True)
     version = f"cal/{len(examples)}-{hashlib.sha1(body.encode()).hexdigest()[:8]}"
-    return CalibrationMap(version=version, overall=overall, by_flag=by_flag, examples=len(examples))
+    return CalibrationMap(version=version, overall=overall, by_flag=by_flag, examples=len(examples), unflagged_raw=selection_aware)
 
 
 def calibrated_confidences(cmap: CalibrationMap, examples: Sequence[Example]) -> list[float]:
@@ -290,6 +323,12 @@ class Learner:
     def version(self) -> str:
         return self.map.version
 
+    @property
+    def applying(self) -> bool:
+        """Are reports leaving `calibrate` on the calibrated scale?  (The policy reads its
+        thresholds accordingly: `EscalationPolicy.confidence_calibrated`.)"""
+        return self.cfg.calibrate and not self.map.is_identity
+
     def calibrate(self, report: FrameReport) -> FrameReport:
         """The report with calibrated confidence (raw until enough examples, or with ``calibrate: false``)."""
         if not self.cfg.calibrate or self.map.is_identity or report.error:
@@ -316,7 +355,7 @@ class Learner:
 
     def refit(self) -> CalibrationMap:
         self._since_refit = 0
-        new = fit_calibration(examples_from(self.store.records()), self.cfg.calibration_min_examples)
+        new = fit_calibration(examples_from(self.store.records()), self.cfg.calibration_min_examples, selection_aware=True)
         if new.version != self.map.version:
             self.map = new
             log.info("calibration map %s in force (%d examples)", new.version, new.examples)
@@ -637,7 +676,7 @@ def cmd_calibration(argv: Sequence[str]) -> int:
     settings, store = _open_store(args)
     with store:
         examples = examples_from(store.records())
-    cmap = fit_calibration(examples, settings.learning.calibration_min_examples)
+    cmap = fit_calibration(examples, settings.learning.calibration_min_examples, selection_aware=True)
     _out(f"agreement store {store.path}: {len(examples)} labelled student reports; map {cmap.version}"
          + ("" if not cmap.is_identity else f" (identity: fewer than {settings.learning.calibration_min_examples} examples)"))
     if not examples:
@@ -652,6 +691,8 @@ def cmd_calibration(argv: Sequence[str]) -> int:
         ece_raw = expected_calibration_error([e.confidence for e in ex], hit, args.bins)
         ece_cal = expected_calibration_error(calibrated_confidences(cmap, ex), hit, args.bins)
         which = "flag" if g in cmap.by_flag else ("overall" if cmap.overall is not None else "raw")
+        if g == NO_FLAG and g not in cmap.by_flag and cmap.unflagged_raw:
+            which = "raw (too few audits)"
         _out(f"{g:<12} {len(ex):>6} {sum(hit) / len(hit) * 100:>6.1f}% {ece_raw:>8.3f} {ece_cal:>9.3f}  {which}")
     _out("* in-sample: the map was fitted on these examples")
     _out("")
@@ -791,8 +832,10 @@ class CalibratedStudent:
 
 
 def _run_ours(base: Settings, labels: Any, clip: Any, seed: int, out_dir: Path, *,
-              store: AgreementStore | None = None, cmap: CalibrationMap | None = None) -> dict[str, Any]:
+              store: AgreementStore | None = None, cmap: CalibrationMap | None = None,
+              calibrated_policy: bool = True) -> dict[str, Any]:
     """Our policy on one clip through the real Runner with the simulated pair; its score and cost."""
+    from pipeline.escalation import EscalationPolicy, Thresholds
     from pipeline.evaluation import Variant, detections_from_events, make_backends, policy_factory, sample_grid, score_clip, variant_settings
     from pipeline.runner import Runner
 
@@ -804,9 +847,14 @@ def _run_ours(base: Settings, labels: Any, clip: Any, seed: int, out_dir: Path, 
     backends = make_backends("simulated", settings, clip, seed, False, clock)
     if store is not None:
         backends.teacher = RecordingTeacher(backends.teacher, store, f"seed{seed}")
+    factory = policy_factory(variant)
     if cmap is not None:
         backends.student = CalibratedStudent(backends.student, cmap)
-    Runner(settings, backends, clock=clock, policy_factory=policy_factory(variant)).run(str(labels.video_path(clip)))
+        if calibrated_policy and not cmap.is_identity:
+            # What the runner does when `Learner.applying`: the policy reads the calibrated scale.
+            def factory(s: Settings, camera: str) -> Any:
+                return EscalationPolicy(Thresholds.from_config(s.escalation), confidence_calibrated=True)
+    Runner(settings, backends, clock=clock, policy_factory=factory).run(str(labels.video_path(clip)))
 
     def read(name: str) -> list[dict[str, Any]]:
         path = out_dir / name
@@ -823,12 +871,14 @@ def _run_ours(base: Settings, labels: Any, clip: Any, seed: int, out_dir: Path, 
 
 def evaluate_calibration(*, fit_seeds: Sequence[int], test_seeds: Sequence[int], informativeness: float, out: Path,
                          base: Settings | None = None, labels_path: Path | None = None,
-                         calibrated_min_confidence: Sequence[float] = ()) -> dict[str, Any]:
+                         calibrated_min_confidence: Sequence[float] = (), ablations: bool = False) -> dict[str, Any]:
     """Fit the map on the verdicts of runs with ``fit_seeds``; compare raw and calibrated
     confidence on runs with ``test_seeds`` (simulated pair, our policy, demo clip by default).
 
     ``calibrated_min_confidence``: extra calibrated runs with ``escalation.min_confidence`` set to
-    each value (a calibrated confidence is a probability, so its threshold means something else)."""
+    each value (a calibrated confidence is a probability, so its threshold means something else).
+    ``ablations``: also run the old fit (every example, biased) with the raw-scale policy (as
+    measured before the selection-aware fit) and the new map with the raw-scale policy."""
     from pipeline.evaluation import DEMO_LABELS
     from pipeline.labels import load_labels
 
@@ -849,7 +899,8 @@ def evaluate_calibration(*, fit_seeds: Sequence[int], test_seeds: Sequence[int],
             for ci, clip in enumerate(labels.clips):
                 _run_ours(base, labels, clip, seed, out / "runs" / f"fit-seed{seed}-{ci}", store=fit_store)
         fit_examples = examples_from(fit_store.records())
-        cmap = fit_calibration(fit_examples, base.learning.calibration_min_examples)
+        cmap = fit_calibration(fit_examples, base.learning.calibration_min_examples, selection_aware=True)
+        biased = fit_calibration(fit_examples, base.learning.calibration_min_examples)
         per_seed = []
         for seed in test_seeds:
             raw_runs = [_run_ours(base, labels, clip, seed, out / "runs" / f"raw-seed{seed}-{ci}", store=held_store)
@@ -857,6 +908,13 @@ def evaluate_calibration(*, fit_seeds: Sequence[int], test_seeds: Sequence[int],
             cal_runs = [_run_ours(base, labels, clip, seed, out / "runs" / f"cal-seed{seed}-{ci}", cmap=cmap)
                         for ci, clip in enumerate(labels.clips)]
             row = {"seed": seed, "raw": _pool(raw_runs), "calibrated": _pool(cal_runs)}
+            if ablations:
+                row["calibrated:biased-fit,raw-policy"] = _pool([
+                    _run_ours(base, labels, clip, seed, out / "runs" / f"calbiased-seed{seed}-{ci}", cmap=biased, calibrated_policy=False)
+                    for ci, clip in enumerate(labels.clips)])
+                row["calibrated:map-only"] = _pool([
+                    _run_ours(base, labels, clip, seed, out / "runs" / f"calmap-seed{seed}-{ci}", cmap=cmap, calibrated_policy=False)
+                    for ci, clip in enumerate(labels.clips)])
             for mc in calibrated_min_confidence:
                 at = base.model_copy(update={"escalation": base.escalation.model_copy(update={"min_confidence": mc})})
                 row[f"calibrated@{mc:g}"] = _pool([_run_ours(at, labels, clip, seed, out / "runs" / f"cal{mc:g}-seed{seed}-{ci}", cmap=cmap)
@@ -867,12 +925,18 @@ def evaluate_calibration(*, fit_seeds: Sequence[int], test_seeds: Sequence[int],
         fit_store.close()
         held_store.close()
     hit = [e.agrees for e in held]
+    fair = unbiased_examples(held)
+    fair_hit = [e.agrees for e in fair]
     result = {
         "backend": "simulated", "informativeness": informativeness, "fit_seeds": list(fit_seeds), "test_seeds": list(test_seeds),
         "fit_examples": len(fit_examples), "map": cmap.version, "map_groups": sorted(cmap.by_flag),
         "heldout_examples": len(held),
         "heldout_ece_raw": expected_calibration_error([e.confidence for e in held], hit) if held else None,
         "heldout_ece_calibrated": expected_calibration_error(calibrated_confidences(cmap, held), hit) if held else None,
+        "heldout_ece_calibrated_biased_fit": expected_calibration_error(calibrated_confidences(biased, held), hit) if held else None,
+        "heldout_unbiased_examples": len(fair),
+        "heldout_unbiased_ece_raw": expected_calibration_error([e.confidence for e in fair], fair_hit) if fair else None,
+        "heldout_unbiased_ece_calibrated": expected_calibration_error(calibrated_confidences(cmap, fair), fair_hit) if fair else None,
         "per_seed": per_seed,
         **{k: _pool([s[k] for s in per_seed]) for k in (per_seed[0] if per_seed else {}) if k != "seed"},
     }
@@ -907,6 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--informativeness", default="0,0.5,1", help="comma-separated simulated confidence informativeness values")
     p.add_argument("--labels", type=Path, help="labels file (default: the demo clip)")
     p.add_argument("--calibrated-min-confidence", default="", help="also run calibrated with these min_confidence values")
+    p.add_argument("--ablations", action="store_true", help="also run the old (biased) fit and the new map with the raw-scale policy")
     p.add_argument("--config", type=Path)
     p.add_argument("--out", type=Path, default=Path("edgewatch-calibration-eval"))
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -919,12 +984,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for inf in (float(x) for x in args.informativeness.split(",") if x.strip()):
         r = evaluate_calibration(fit_seeds=fit, test_seeds=test, informativeness=inf, out=args.out / f"inf{inf:g}",
                                  base=base, labels_path=args.labels,
-                                 calibrated_min_confidence=[float(x) for x in args.calibrated_min_confidence.split(",") if x.strip()])
+                                 calibrated_min_confidence=[float(x) for x in args.calibrated_min_confidence.split(",") if x.strip()],
+                                 ablations=args.ablations)
         print(f"backend simulated, informativeness {inf:g}: map {r['map']} from {r['fit_examples']} examples "
               f"(groups {', '.join(r['map_groups']) or '-'}); held-out ECE raw {r['heldout_ece_raw']:.3f} -> "
-              f"calibrated {r['heldout_ece_calibrated']:.3f} on {r['heldout_examples']} examples")
+              f"calibrated {r['heldout_ece_calibrated']:.3f} (biased fit {r['heldout_ece_calibrated_biased_fit']:.3f}) on "
+              f"{r['heldout_examples']} examples; on the {r['heldout_unbiased_examples']} flagged or audit examples "
+              f"raw {r['heldout_unbiased_ece_raw']:.3f} -> calibrated {r['heldout_unbiased_ece_calibrated']:.3f}")
         for key in [k for k in r if k == "raw" or k.startswith("calibrated")]:
             print("  " + _eval_line(key, r[key]))
+        sys.stdout.flush()
     return 0
 
 

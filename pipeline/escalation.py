@@ -21,6 +21,19 @@ level 3 also low confidence.  Safety is never deferred.
 A pattern (set of flags) once escalated is not sent again within the cool-off (``cooloff_s``,
 default the window length) unless a new flag joins it; a pattern the teacher dismissed is
 suppressed until its expiry (`suppress`).
+
+**Calibrated confidence** (``Thresholds.calibrated``: the reports' confidence is the
+calibration map's probability that the teacher agrees, see docs/LEARNING.md) changes two
+things, and nothing when it is off:
+
+* safety persistence weighs each flagged frame by how likely its flag is right: a frame
+  counts ``min(1, p / FULL_EVIDENCE_PROBABILITY)`` towards k, so a flag at least as likely
+  right as wrong counts as a whole frame (as before) while a flag the map doubts needs more
+  frames (a phantom the student reports at p = 0.25 counts half);
+* the low-confidence signal looks at the frames *without* a safety flag only: a flagged
+  frame's doubt is already weighed by the safety rule, and a low probability on a flag says
+  "probably a phantom", which is no reason to call the teacher.  Without a flag, low means
+  "probably missing something", which is.
 """
 
 from __future__ import annotations
@@ -169,6 +182,10 @@ _DEFER_FROM_LEVEL: Mapping[str, int] = MappingProxyType({
     "audit": 1, "flag_flip": 2, "scene_change": 2, "low_confidence": 3,
 })
 MAX_BAR = 3
+#: On the calibrated scale, a safety-flagged frame whose flag is at least this likely right
+#: counts as one whole frame of k-of-n evidence (more likely right than wrong); below it, in
+#: proportion.
+FULL_EVIDENCE_PROBABILITY = 0.5
 
 
 def _frozen_map(data: Mapping[Any, Any] | None = None) -> Mapping[Any, Any]:
@@ -191,6 +208,9 @@ class Thresholds:
     """Per-flag k (normalised flag -> 1..persistence_n) overriding persistence_k (adaptive teacher feedback)."""
     rearm_after_s: float = 2.0
     """A safety flag back after this long absent is a new onset (see `Onsets`)."""
+    calibrated: bool = False
+    """The reports' confidence is calibrated (probability the teacher agrees): safety evidence is
+    weighed by it and low confidence looks at unflagged frames only (module doc).  False = raw."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.persistence_k <= self.persistence_n:
@@ -229,6 +249,7 @@ class Thresholds:
             "cooloff_s": self.cooloff_s,
             **({"persistence_by_flag": {f: f"{k}/{self.persistence_n}" for f, k in sorted(self.persistence_k_by_flag.items())}}
                if self.persistence_k_by_flag else {}),
+            **({"confidence": "calibrated"} if self.calibrated else {}),
         }
 
 
@@ -326,6 +347,13 @@ def suppress(memory: PolicyMemory, flags: Iterable[str], until: float) -> Policy
 # --------------------------------------------------------------------------------------
 
 
+def frame_evidence(confidence: float, calibrated: bool) -> float:
+    """How much one frame that carries a safety flag counts towards k (1 on the raw scale)."""
+    if not calibrated:
+        return 1.0
+    return min(1.0, max(0.0, confidence) / FULL_EVIDENCE_PROBABILITY)
+
+
 def backpressure_level(queue: QueueState, bar: int = 0) -> int:
     """0 normal … 3 (see module doc); the larger of the queue's level and the raised bar."""
     level = 0
@@ -379,21 +407,37 @@ def decide(
     analysed_since_audit = memory.analysed_since_audit + (1 if is_new_frame else 0)
 
     # -- safety: k of the last n frames ---------------------------------------------------
-    evidence = [t.safety for t in trace[-thresholds.persistence_n:]]
+    recent = trace[-thresholds.persistence_n:]
+    evidence = [t.safety for t in recent]
+    weights = [frame_evidence(t.confidence, thresholds.calibrated) for t in recent]
     missing = thresholds.persistence_n - len(evidence)
     if missing > 0 and len(stats.recent_flags) > len(evidence):
-        # A policy started mid-stream: older frames' flags from the window stand in.
+        # A policy started mid-stream: older frames' flags from the window stand in (their
+        # confidence is gone, so each counts whole).
         older = stats.recent_flags[:-len(evidence)][-missing:]
         evidence = [match_safety(f, (), thresholds.safety_triggers) for f in older] + evidence
+        weights = [1.0] * len(older) + weights
     safety_counts = {trig: sum(trig in e for e in evidence) for trig in thresholds.safety_triggers}
-    persisting = frozenset(t for t, c in safety_counts.items() if c >= thresholds.k_for(t))
+    if thresholds.calibrated:
+        safety_weight = {trig: sum(w for e, w in zip(evidence, weights) if trig in e) for trig in thresholds.safety_triggers}
+        # The small tolerance keeps k whole frames at p exactly FULL_EVIDENCE_PROBABILITY persisting.
+        persisting = frozenset(t for t, w in safety_weight.items() if w >= thresholds.k_for(t) - 1e-9)
+    else:
+        persisting = frozenset(t for t, c in safety_counts.items() if c >= thresholds.k_for(t))
     any_evidence = any(evidence)
 
     # -- low confidence, sustained --------------------------------------------------------
     window_trace = trace[-max(stats.n_reports, 1):]
-    below = sum(t.confidence < thresholds.min_confidence for t in window_trace)
-    needed_below = max(3, math.ceil(stats.n_reports / 2))
-    low_conf = stats.confidence_mean < thresholds.min_confidence and below >= needed_below
+    if thresholds.calibrated:
+        # Only frames without a safety flag: there low means "probably missing something".
+        unflagged = [t.confidence for t in window_trace if not t.safety]
+        below = sum(c < thresholds.min_confidence for c in unflagged)
+        needed_below = max(3, math.ceil(len(unflagged) / 2))
+        low_conf = bool(unflagged) and sum(unflagged) / len(unflagged) < thresholds.min_confidence and below >= needed_below
+    else:
+        below = sum(t.confidence < thresholds.min_confidence for t in window_trace)
+        needed_below = max(3, math.ceil(stats.n_reports / 2))
+        low_conf = stats.confidence_mean < thresholds.min_confidence and below >= needed_below
 
     # -- flips, scene change, audit -------------------------------------------------------
     flipping = frozenset(f for f, n in stats.flips.items() if n >= thresholds.flip_limit)
@@ -408,6 +452,7 @@ def decide(
         "safety_now": sorted(current_safety),
         "safety_counts": {k: v for k, v in sorted(safety_counts.items()) if v},
         "persistence": f"{thresholds.persistence_k}/{thresholds.persistence_n}",
+        **({"safety_evidence": {k: round(v, 3) for k, v in sorted(safety_weight.items()) if v}} if thresholds.calibrated else {}),
         "confidence_mean": round(stats.confidence_mean, 4),
         "below_min_confidence": below,
         "needed_below": needed_below,
@@ -507,15 +552,18 @@ def decide(
 class EscalationPolicy:
     """Per-camera holder of the policy's memory; every decision goes through `decide`."""
 
-    def __init__(self, thresholds: Thresholds, memory: PolicyMemory | None = None) -> None:
+    def __init__(self, thresholds: Thresholds, memory: PolicyMemory | None = None, *, confidence_calibrated: bool = False) -> None:
         self.thresholds = thresholds
+        self.confidence_calibrated = confidence_calibrated
+        """Set by whoever maps the reports' confidence (the runner, from `Learner.applying`): the
+        thresholds in force (which adaptive control replaces) are then read on the calibrated scale."""
         self.memory = memory or PolicyMemory()
         self.last_decision: Decision | None = None
         self.decisions = 0
         self.escalations_by_reason: dict[str, int] = {}
 
     def evaluate(self, stats: WindowStats, queue: QueueState) -> Decision:
-        decision, self.memory = decide(stats, self.thresholds, queue, self.memory)
+        decision, self.memory = decide(stats, self._effective_thresholds(), queue, self.memory)
         self.last_decision = decision
         self.decisions += 1
         if decision.escalate:
@@ -536,5 +584,10 @@ class EscalationPolicy:
         """Raise or lower the backpressure bar (e.g. from a load profile)."""
         self.thresholds = replace(self.thresholds, bar=bar)
 
+    def _effective_thresholds(self) -> Thresholds:
+        if not self.confidence_calibrated or self.thresholds.calibrated:
+            return self.thresholds
+        return replace(self.thresholds, calibrated=self.confidence_calibrated)
+
     def thresholds_in_force(self) -> dict[str, Any]:
-        return self.thresholds.to_json()
+        return self._effective_thresholds().to_json()
