@@ -239,13 +239,7 @@ class KeyframeBudget:
         )
         if not due:
             return BudgetDecision(False, DROP_DUPLICATE, self._tokens)
-        global_kind = self._take_pending_global()
-        self._tokens = max(0.0, self._tokens - 1.0)
-        self.sent[SENT_FINAL] += 1
-        self._unsent_change = False
-        self._onset_held = False
-        self._strong_unsent_s = 0.0
-        return BudgetDecision(True, SENT_FINAL, self._tokens, global_kind)
+        return BudgetDecision(True, SENT_FINAL, self._tokens, self._spend(SENT_FINAL))
 
     # -- internals ---------------------------------------------------------------------
 
@@ -270,20 +264,27 @@ class KeyframeBudget:
             self._episode_max_quality = 0.0
         self._last_change_ts = ts
 
-    def _send(self, why: str, decision: GateDecision, ts: float) -> BudgetDecision:
-        # Unbudgeted sends (first, global, heartbeat, safety) still spend a token when one is there,
-        # so the budget over a minute stays close to max_calls_per_min; they never wait for one.
+    def _spend(self, why: str) -> str | None:
+        """Count one send and clear what it settles; returns the kind of a held global change it carries."""
+        # Unbudgeted sends (first, global, heartbeat, safety, final) still spend a token when one is
+        # there, so the budget over a minute stays close to max_calls_per_min; they never wait for one.
         self._tokens = max(0.0, self._tokens - 1.0)
-        self._recent_sends.append(ts)
-        self._last_sent_ts = ts
         self.sent[why] += 1
         self._unsent_change = False
         self._onset_held = False
         self._strong_unsent_s = 0.0
-        global_kind = None
+        if why not in (SENT_GLOBAL, SENT_FINAL):
+            return None
+        kind = self._pending_global_kind
+        self._pending_global, self._pending_global_kind = False, None
+        return kind
+
+    def _send(self, why: str, decision: GateDecision, ts: float) -> BudgetDecision:
+        global_kind = self._spend(why)
+        self._recent_sends.append(ts)
+        self._last_sent_ts = ts
         if why == SENT_GLOBAL:
             self._last_global_sent_ts = ts
-            global_kind = self._take_pending_global()
         if decision.reason is GateReason.CHANGE:
             self._episode_sent = True
             self._episode_max_quality = max(self._episode_max_quality, _quality(decision))
@@ -294,11 +295,6 @@ class KeyframeBudget:
             self._episode_max_quality = 0.0
             self._last_sent_region = None
         return BudgetDecision(True, why, self._tokens, global_kind)
-
-    def _take_pending_global(self) -> str | None:
-        kind = self._pending_global_kind
-        self._pending_global, self._pending_global_kind = False, None
-        return kind
 
     def _drop(self, why: str) -> BudgetDecision:
         self.dropped[why] += 1
