@@ -392,9 +392,9 @@ class CameraPipeline:
             self._current_item = item
             if self.learner is not None:
                 report = self.learner.calibrate(report)  # unchanged unless learning.calibrate and enough examples
-                if isinstance(self.policy, EscalationPolicy):
-                    # The policy reads its thresholds on the scale the reports are on (docs/LEARNING.md).
-                    self.policy.confidence_calibrated = self.learner.applying
+                if self.learner.applying and isinstance(self.policy, EscalationPolicy):
+                    # The policy reads its thresholds on the scale the reports are now on (docs/LEARNING.md).
+                    self.policy.confidence_calibrated = True
             stats = self.window.add(report, item)
             self._apply(self.monitor.update(stats))
             queue_state = self.queue.state()

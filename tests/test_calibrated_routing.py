@@ -144,3 +144,27 @@ def test_examples_know_audits_and_the_learner_fits_selection_aware(tmp_path: Pat
     off = Learner(store, store.cfg.model_copy(update={"calibrate": False}))
     assert not off.applying
     learner.close()
+
+
+def test_a_learner_that_is_not_mapping_leaves_a_calibrated_policy_calibrated(tmp_path: Path) -> None:
+    """The runner switches the policy to the calibrated scale when its learner maps reports, and
+    never back: a policy built for calibrated reports (the evaluation harness) stays on that scale."""
+    import json
+
+    from helpers_video import make_clip
+    from pipeline.clock import ManualClock
+    from pipeline.config import Settings
+    from pipeline.escalation import Thresholds
+    from pipeline.runner import Runner, select_backends
+
+    video = make_clip(tmp_path / "clip.avi", 20, 10.0)
+    settings = Settings.model_validate({"student": {"backend": "offline"}, "teacher": {"backend": "offline"},
+                                        "output": {"out_dir": str(tmp_path / "out")}})
+    assert settings.learning.enabled and not settings.learning.calibrate  # a learner runs, and it is not mapping
+    clock = ManualClock()
+    runner = Runner(settings, select_backends(settings, clock), clock=clock,
+                    policy_factory=lambda s, cam: EscalationPolicy(Thresholds.from_config(s.escalation), confidence_calibrated=True))
+    runner.run(str(video))
+    lines = [json.loads(x) for x in (tmp_path / "out" / "decisions.jsonl").read_text().splitlines()]
+    scales = [d["thresholds"].get("confidence") for d in lines if d.get("kind") == "decision"]
+    assert scales and all(scale == "calibrated" for scale in scales)
