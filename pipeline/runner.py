@@ -348,7 +348,10 @@ class CameraPipeline:
         decision = self.gate.check(frame)
         if self.budget is not None:
             admitted = self.budget.admit(decision, frame.timestamp, safety_active=self.monitor.state in _SAFETY_WATCH_STATES)
-            self._held = None if admitted.send else (frame, decision) if decision.passed else self._held
+            if admitted.send:
+                self._held = None
+            elif decision.passed:
+                self._held = (frame, decision)
             decision = _as_sent(decision, admitted)
         elif not decision.passed and self.monitor.state in _SAFETY_WATCH_STATES:
             # While a safety pattern is open the student keeps looking, so persistence is
@@ -518,11 +521,12 @@ class CameraPipeline:
 
     def end_of_source(self) -> None:
         """The source ended (or stopped): the budget's final look, then every outstanding student report."""
-        final = self.budget.finish() if self.budget is not None and self._held is not None else None
-        if final is not None and final.send and self._held is not None:
+        if self.budget is not None and self._held is not None:
             frame, decision = self._held
             self._held = None
-            self.pool.submit(encode_frame(frame, _as_sent(decision, final), self.settings.encode))
+            final = self.budget.finish()
+            if final.send:
+                self.pool.submit(encode_frame(frame, _as_sent(decision, final), self.settings.encode))
         self._handle_reports(self.pool.drain())
 
     def finish(self, end_ts: float) -> None:
