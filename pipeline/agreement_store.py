@@ -293,63 +293,49 @@ class AgreementStore:
         the reports in the timeline carry a calibrated one; the store keeps the raw value.
         """
         with self._lock:
-            return self._add(escalation, verdict, skill_version=skill_version, thresholds=thresholds,
-                             calibration_version=calibration_version, raw_confidence=raw_confidence)
-
-    def _add(
-        self,
-        escalation: Escalation,
-        verdict: Verdict,
-        *,
-        skill_version: str,
-        thresholds: Mapping[str, Any],
-        calibration_version: str | None = None,
-        raw_confidence: Mapping[tuple[str, int], float] | None = None,
-    ) -> AddResult:
-        """`add` under the lock."""
-        if verdict.kind == VerdictKind.UNVERIFIED:
-            return AddResult(False, "unverified")
-        keyframes = sorted(escalation.keyframes, key=lambda k: (k.timestamp, k.frame.index))
-        if not keyframes:
-            return AddResult(False, "no_keyframes")
-        raw = raw_confidence or {}
-        reports = [r if (r.camera, r.frame_index) not in raw else _with_confidence(r, raw[(r.camera, r.frame_index)])
-                   for r in escalation.timeline]
-        hashes = [dhash(k.frame.image) for k in keyframes]
-        newest_hash = hashes[-1]
-        newest_report = next((r for r in reversed(reports) if r.frame_index == keyframes[-1].frame.index), None) \
-            or (reports[-1] if reports else None)
-        label = _label_key(newest_report, verdict)
-        similar = self._near_duplicate(escalation.camera, label, newest_hash)
-        if similar is not None:
-            return AddResult(False, "duplicate", similar_to=similar)
-        paths = [self._write_jpeg(escalation.camera, k.jpeg) for k in keyframes]
-        now = self.clock.wall()
-        row = (
-            escalation.id, escalation.camera, escalation.reason, float(escalation.created_at), now, verdict.kind.value,
-            json.dumps(sorted(safety_set(verdict.safety_flags))), json.dumps(list(verdict.observations)),
-            float(verdict.confidence), verdict.explanation, verdict.model,
-            reports[-1].model if reports else "", skill_version, json.dumps(dict(thresholds), default=str),
-            calibration_version, json.dumps([report_to_json(r) for r in reports]), _hex(newest_hash), label,
-        )
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            cur = self._db.execute(
-                "INSERT INTO records (escalation_id, camera, reason, created_at, stored_at, verdict, teacher_flags, "
-                "teacher_observations, teacher_confidence, teacher_explanation, teacher_model, student_model, "
-                "skill_version, thresholds, calibration_version, reports, phash, label_key) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-            record_id = int(cur.lastrowid or 0)
-            self._db.executemany(
-                "INSERT INTO keyframes (record_id, idx, path, frame_index, t, phash) VALUES (?, ?, ?, ?, ?, ?)",
-                [(record_id, i, p, int(k.frame.index), float(k.timestamp), _hex(h))
-                 for i, (k, p, h) in enumerate(zip(keyframes, paths, hashes))])
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            raise StoreError(f"agreement store {self.path}: write failed: {exc}") from None
-        deleted = self._enforce_retention()
-        return AddResult(True, "stored", record_id=record_id, deleted=deleted)
+            if verdict.kind == VerdictKind.UNVERIFIED:
+                return AddResult(False, "unverified")
+            keyframes = sorted(escalation.keyframes, key=lambda k: (k.timestamp, k.frame.index))
+            if not keyframes:
+                return AddResult(False, "no_keyframes")
+            raw = raw_confidence or {}
+            reports = [r if (r.camera, r.frame_index) not in raw else _with_confidence(r, raw[(r.camera, r.frame_index)])
+                       for r in escalation.timeline]
+            hashes = [dhash(k.frame.image) for k in keyframes]
+            newest_hash = hashes[-1]
+            newest_report = next((r for r in reversed(reports) if r.frame_index == keyframes[-1].frame.index), None) \
+                or (reports[-1] if reports else None)
+            label = _label_key(newest_report, verdict)
+            similar = self._near_duplicate(escalation.camera, label, newest_hash)
+            if similar is not None:
+                return AddResult(False, "duplicate", similar_to=similar)
+            paths = [self._write_jpeg(escalation.camera, k.jpeg) for k in keyframes]
+            now = self.clock.wall()
+            row = (
+                escalation.id, escalation.camera, escalation.reason, float(escalation.created_at), now, verdict.kind.value,
+                json.dumps(sorted(safety_set(verdict.safety_flags))), json.dumps(list(verdict.observations)),
+                float(verdict.confidence), verdict.explanation, verdict.model,
+                reports[-1].model if reports else "", skill_version, json.dumps(dict(thresholds), default=str),
+                calibration_version, json.dumps([report_to_json(r) for r in reports]), _hex(newest_hash), label,
+            )
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                cur = self._db.execute(
+                    "INSERT INTO records (escalation_id, camera, reason, created_at, stored_at, verdict, teacher_flags, "
+                    "teacher_observations, teacher_confidence, teacher_explanation, teacher_model, student_model, "
+                    "skill_version, thresholds, calibration_version, reports, phash, label_key) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                record_id = int(cur.lastrowid or 0)
+                self._db.executemany(
+                    "INSERT INTO keyframes (record_id, idx, path, frame_index, t, phash) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(record_id, i, p, int(k.frame.index), float(k.timestamp), _hex(h))
+                     for i, (k, p, h) in enumerate(zip(keyframes, paths, hashes))])
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(f"agreement store {self.path}: write failed: {exc}") from None
+            deleted = self._enforce_retention()
+            return AddResult(True, "stored", record_id=record_id, deleted=deleted)
 
     def enforce_retention(self) -> int:
         """Delete records beyond ``max_records`` (oldest first) or older than ``retention_days``."""
