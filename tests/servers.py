@@ -222,9 +222,23 @@ def _serve_rtsp(clip: str, port: str, mount: str, codec: str) -> None:
     GLib.MainLoop().run()
 
 
+def _serve_http(port: str, handler: type) -> None:
+    """Serve ``handler`` (quietly) on 127.0.0.1:port and say READY with the bound port."""
+    from http.server import ThreadingHTTPServer
+
+    class Quiet(handler):  # type: ignore[misc, valid-type]
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer((LOCALHOST, int(port)), Quiet)
+    srv.daemon_threads = True
+    print(f"READY {srv.server_address[1]}", flush=True)
+    srv.serve_forever()
+
+
 def _serve_mjpeg(clip: str, port: str, fps: str) -> None:
     """multipart/x-mixed-replace JPEG stream of ``clip``, looping, at ``fps``."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     import cv2
 
@@ -259,18 +273,12 @@ def _serve_mjpeg(clip: str, port: str, fps: str) -> None:
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    srv = ThreadingHTTPServer((LOCALHOST, int(port)), Handler)
-    srv.daemon_threads = True
-    print(f"READY {srv.server_address[1]}", flush=True)
-    srv.serve_forever()
+    _serve_http(port, Handler)
 
 
 def _serve_silent(port: str) -> None:
     """Answers like an MJPEG camera (200, multipart headers) and then never sends a frame."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
@@ -284,13 +292,7 @@ def _serve_silent(port: str) -> None:
             except (OSError, ValueError):
                 pass
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    srv = ThreadingHTTPServer((LOCALHOST, int(port)), Handler)
-    srv.daemon_threads = True
-    print(f"READY {srv.server_address[1]}", flush=True)
-    srv.serve_forever()
+    _serve_http(port, Handler)
 
 
 def main(argv: list[str]) -> None:
