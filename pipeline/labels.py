@@ -180,6 +180,14 @@ def _event(raw: Any, where: str, duration: float) -> LabelledEvent:
     return LabelledEvent(kind, a, b, str(note))
 
 
+def _list_field(raw: dict[str, Any], key: str, where: str, shape: str = "must be a list") -> list[Any]:
+    """``raw[key]`` (an empty list when absent), or a one-line error naming where it is not a list."""
+    value = raw.get(key, [])
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: '{key}' {shape}")
+    return value
+
+
 def _clip(raw: Any, where: str) -> ClipLabels:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be an object (got {type(raw).__name__})")
@@ -192,13 +200,9 @@ def _clip(raw: Any, where: str) -> ClipLabels:
     duration = _number(raw.get("duration_s"), where, "duration_s")
     if duration <= 0:
         raise ConfigError(f"{where}: 'duration_s' must be > 0 (got {duration:g})")
-    events_raw = raw.get("events", [])
-    if not isinstance(events_raw, list):
-        raise ConfigError(f"{where}: 'events' must be a list")
+    events_raw = _list_field(raw, "events", where)
     events = tuple(_event(e, f"{where}.events[{j}]", duration) for j, e in enumerate(events_raw))
-    quiet_raw = raw.get("quiet", [])
-    if not isinstance(quiet_raw, list):
-        raise ConfigError(f"{where}: 'quiet' must be a list of [start, end] pairs")
+    quiet_raw = _list_field(raw, "quiet", where, "must be a list of [start, end] pairs")
     quiet = []
     for j, q in enumerate(quiet_raw):
         if not isinstance(q, (list, tuple)) or len(q) != 2:
@@ -208,13 +212,9 @@ def _clip(raw: Any, where: str) -> ClipLabels:
         for e in events:
             if e.safety and e.start < b and a < e.end:
                 raise ConfigError(f"{where}.quiet[{j}]: [{a:g}, {b:g}] overlaps the {e.type} event [{e.start:g}, {e.end:g}]")
-    decoys_raw = raw.get("decoys", [])
-    if not isinstance(decoys_raw, list):
-        raise ConfigError(f"{where}: 'decoys' must be a list")
+    decoys_raw = _list_field(raw, "decoys", where)
     decoys = tuple(_event(d, f"{where}.decoys[{j}]", duration) for j, d in enumerate(decoys_raw))
-    scenes_raw = raw.get("scenes", [])
-    if not isinstance(scenes_raw, list):
-        raise ConfigError(f"{where}: 'scenes' must be a list")
+    scenes_raw = _list_field(raw, "scenes", where)
     scenes = []
     for j, s in enumerate(scenes_raw):
         w = f"{where}.scenes[{j}]"
