@@ -1,5 +1,5 @@
 import sys
-from pipeline.cli import main
+from commands.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

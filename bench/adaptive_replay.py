@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.clock import ManualClock  # noqa: E402
 from pipeline.config import Settings, settings_from_dict  # noqa: E402
-from pipeline.escalation import EscalationPolicy, QueueState, Thresholds  # noqa: E402
+from pipeline.incidents.escalation import EscalationPolicy, QueueState, Thresholds  # noqa: E402
 from pipeline.records import FrameReport  # noqa: E402
-from pipeline.thresholds import PER_FLAG_K_SUPPORTED, ThresholdController  # noqa: E402
-from pipeline.window import SlidingWindow  # noqa: E402
+from pipeline.incidents.thresholds import PER_FLAG_K_SUPPORTED, ThresholdController  # noqa: E402
+from pipeline.incidents.window import SlidingWindow  # noqa: E402
 
 CAMERA = "bench-cam"
 HOUR = 3600.0

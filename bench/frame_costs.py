@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from th
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.capture import Sampler, open_source  # noqa: E402
+from pipeline.sources.capture import Sampler, open_source  # noqa: E402
 from pipeline.clock import SystemClock  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
-from pipeline.encode import encode_frame  # noqa: E402
-from pipeline.gate import ChangeGate  # noqa: E402
+from pipeline.frames.encode import encode_frame  # noqa: E402
+from pipeline.frames.gate import ChangeGate  # noqa: E402
 from pipeline.records import EncodedFrame, FrameReport  # noqa: E402
 
 TARGETS_MS = {"gate": 3.0, "encode": 8.0, "window+state": 0.5}
@@ -88,7 +88,7 @@ def line(name: str, samples: list[float], target: float | None = None) -> str:
 
 def load_window_and_monitor(settings: Settings) -> tuple[Callable[[FrameReport, EncodedFrame], object] | None, str]:
     try:
-        from pipeline.window import SlidingWindow
+        from pipeline.incidents.window import SlidingWindow
         from states.monitor import CameraMonitor
     except Exception as exc:  # another engineer's module, possibly not written yet
         return None, f"{type(exc).__name__}: {exc}"

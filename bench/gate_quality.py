@@ -34,12 +34,12 @@ sys.path.insert(0, str(ROOT))  # runnable from the project root without install
 
 import cv2  # noqa: E402
 
-from pipeline.budget import KeyframeBudget  # noqa: E402
-from pipeline.capture import Sampler, open_source  # noqa: E402
+from pipeline.frames.budget import KeyframeBudget  # noqa: E402
+from pipeline.sources.capture import Sampler, open_source  # noqa: E402
 from pipeline.clock import SystemClock  # noqa: E402
 from pipeline.config import load_settings  # noqa: E402
 from pipeline.errors import SourceError  # noqa: E402
-from pipeline.gate import ChangeGate  # noqa: E402
+from pipeline.frames.gate import ChangeGate  # noqa: E402
 from pipeline.records import GateReason  # noqa: E402
 
 DEFAULT_CLIPS = ROOT.parent / "shared" / "fixtures" / "clips"

@@ -33,7 +33,7 @@ from pipeline.analyzers.ollama_client import OllamaStudent, OllamaTeacher  # noq
 from pipeline.analyzers.prompts import STUDENT_PROMPT, TEACHER_PROMPT  # noqa: E402
 from pipeline.clock import SystemClock  # noqa: E402
 from pipeline.config import EncodeConfig, StudentConfig, TeacherConfig  # noqa: E402
-from pipeline.encode import encode_frame  # noqa: E402
+from pipeline.frames.encode import encode_frame  # noqa: E402
 from pipeline.records import EncodedFrame, Escalation, Frame, GateDecision, GateReason, Priority  # noqa: E402
 
 BACKEND = "ollama-protocol test server, scripted latency"

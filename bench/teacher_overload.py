@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.clock import SystemClock  # noqa: E402
 from pipeline.config import TeacherConfig  # noqa: E402
 from pipeline.records import Escalation, Priority, Verdict, VerdictKind  # noqa: E402
-from pipeline.teacher_queue import QueueResult, ShedRecord, TeacherQueue  # noqa: E402
+from pipeline.teacher.queue import QueueResult, ShedRecord, TeacherQueue  # noqa: E402
 
 CAMERAS = ("cam-a", "cam-b", "cam-c", "cam-d")
 #: Share of each priority among arrivals (safety ~10 %).

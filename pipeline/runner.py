@@ -19,20 +19,20 @@ from typing import Any, Callable
 
 from pipeline.analyzers.base import Student, Teacher
 from pipeline.analyzers.fallback import CircuitBreaker, FallbackStudent
-from pipeline.budget import BudgetDecision, KeyframeBudget
-from pipeline.capture import Sampler, open_source
+from pipeline.frames.budget import BudgetDecision, KeyframeBudget
+from pipeline.sources.capture import Sampler, open_source
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
-from pipeline.encode import encode_frame
-from pipeline.escalation import EscalationPolicy, Thresholds
-from pipeline.gate import ChangeGate
-from pipeline.keyframes import build_escalation, pattern_onset
+from pipeline.frames.encode import encode_frame
+from pipeline.incidents.escalation import EscalationPolicy, Thresholds
+from pipeline.frames.gate import ChangeGate
+from pipeline.incidents.keyframes import build_escalation, pattern_onset
 from pipeline.records import EncodedFrame, Event, Frame, FrameReport, GateDecision, GateReason, Priority, VerdictKind
 from pipeline.sinks.files import JsonlWriter, SnapshotWriter, prepare_out_dir, write_json_atomically
-from pipeline.student_pool import StudentPool
-from pipeline.teacher_queue import TeacherQueue
-from pipeline.thresholds import ThresholdController, mean_luma
-from pipeline.window import SlidingWindow
+from pipeline.analyzers.student_pool import StudentPool
+from pipeline.teacher.queue import TeacherQueue
+from pipeline.incidents.thresholds import ThresholdController, mean_luma
+from pipeline.incidents.window import SlidingWindow
 from states.monitor import CameraMonitor, MonitorOutput
 
 log = logging.getLogger("edgewatch.runner")
@@ -114,7 +114,7 @@ def select_backends(settings: Settings, clock: Clock, *, probe_timeout_s: float 
 def _ollama_analyzer(role: str, settings: Settings, clock: Clock, offline: Any) -> Any:
     from pipeline.analyzers.ollama_client import OllamaStudent, OllamaTeacher
     from pipeline.analyzers.prompts import TEACHER_PROMPT
-    from pipeline.skills import load_active_prompt
+    from tools.skills import load_active_prompt
 
     if role == "teacher":
         return OllamaTeacher(settings.teacher, TEACHER_PROMPT, clock)
@@ -319,7 +319,7 @@ class CameraPipeline:
         self.newest_frame_ts = 0.0
         self.lags: list[float] = []
         self.learner: Any | None = None
-        """Shared agreement store + calibration (`pipeline.calibration.Learner`), set by the runner."""
+        """Shared agreement store + calibration (`tools.calibration.Learner`), set by the runner."""
         # Thresholds that follow the time of day, load and the teacher's verdicts.  Baseline
         # policies under evaluation have no thresholds to adapt.
         self.adaptive: ThresholdController | None = None
@@ -642,7 +642,7 @@ class Runner:
                 book.set_default(new.zones)
         if isinstance(self.backends.student, FallbackStudent) and hasattr(self.backends.student.primary, "set_prompt"):
             # The active skill may have changed (`skills promote` / `rollback`): load it again.
-            from pipeline.skills import load_active_prompt
+            from tools.skills import load_active_prompt
 
             try:
                 self.backends.student.primary.set_prompt(load_active_prompt("student", new.skills.dir))
@@ -689,7 +689,7 @@ class Runner:
 
             metrics = Metrics()
         outputs = Outputs(out_dir, on_event=self.on_event, mqtt=mqtt, metrics=metrics)
-        from pipeline.calibration import Learner
+        from tools.calibration import Learner
 
         self.learner = Learner.open(s, self.clock, on_change=outputs.decision)
         for notice in [self.backends.fallback, *self.backends.notices]:
@@ -806,7 +806,7 @@ class Runner:
         student and teacher queue (fair across cameras), all stateful logic on this thread."""
         import random
 
-        from pipeline.live import LiveGrabber
+        from pipeline.sources.live import LiveGrabber
 
         s = self.settings
         if not cameras:

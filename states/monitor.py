@@ -21,7 +21,7 @@ Guards (each names its reason in the `Transition` it produces, with the figures 
   or a (non-suppressed) safety flag.  Starts an *activity event* (person / vehicle / motion).
 * ``raise_suspicion`` observing/cooldown → suspicious: the newest report's flags name a
   safety trigger (``safety_triggers`` ∪ ``tamper``) that is not suppressed.  Flags are
-  matched exactly as the escalation policy matches them (`pipeline.escalation.match_safety`:
+  matched exactly as the escalation policy matches them (`pipeline.incidents.escalation.match_safety`:
   ``person_fall`` → fall, ``no_fire`` → nothing), so monitor and policy agree on what a
   safety flag is; events are typed by the canonical trigger name.  ``model_error`` is
   not a trigger: a failed analysis never alerts; it only *holds* the current state (it is
@@ -78,7 +78,7 @@ from typing import Any, Literal
 from transitions import Machine
 
 from pipeline.config import StatesConfig
-from pipeline.escalation import Onsets, drop_patterns_with, match_safety, track_onsets
+from pipeline.incidents.escalation import Onsets, drop_patterns_with, match_safety, track_onsets
 from pipeline.records import (
     ALWAYS_TRIGGERS,
     MODEL_ERROR_FLAG,

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.agreement_store import AgreementStore, dhash, hamming
+from pipeline.learning.agreement_store import AgreementStore, dhash, hamming
 from pipeline.clock import ManualClock
 from pipeline.config import EncodeConfig, LearningConfig
-from pipeline.encode import encode_frame
+from pipeline.frames.encode import encode_frame
 from pipeline.records import (
     Escalation, Frame, FrameReport, GateDecision, GateReason, Priority, Verdict, VerdictKind,
 )
@@ -146,7 +146,7 @@ _WRITER = textwrap.dedent("""
     import sys
     sys.path[:0] = [{root!r}, {tests!r}]
     from pathlib import Path
-    from pipeline.agreement_store import AgreementStore
+    from pipeline.learning.agreement_store import AgreementStore
     from pipeline.clock import SystemClock
     from pipeline.config import LearningConfig
     from test_agreement_store import escalation, scene, verdict
@@ -193,7 +193,7 @@ def test_kill_mid_write_leaves_no_corruption(tmp_path: Path) -> None:
 
 
 def test_open_existing_refuses_a_missing_store(tmp_path: Path) -> None:
-    from pipeline.agreement_store import StoreError
+    from pipeline.learning.agreement_store import StoreError
 
     with pytest.raises(StoreError, match="no agreement store"):
         AgreementStore.open_existing(tmp_path / "nope.sqlite", LearningConfig(), ManualClock())

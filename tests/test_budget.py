@@ -8,9 +8,9 @@ import json
 import pytest
 
 from fixtures.demo import Room, Scene, Walker, iter_frames
-from pipeline.budget import KeyframeBudget
+from pipeline.frames.budget import KeyframeBudget
 from pipeline.config import BudgetConfig, GateConfig
-from pipeline.gate import ChangeGate
+from pipeline.frames.gate import ChangeGate
 from pipeline.records import GateDecision, GateReason
 
 FPS = 25.0

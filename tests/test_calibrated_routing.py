@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.calibration import CalibrationMap, Example, Learner, examples_from, fit_calibration, unbiased_examples
-from pipeline.escalation import FULL_EVIDENCE_PROBABILITY, EscalationPolicy, frame_evidence
+from tools.calibration import CalibrationMap, Example, Learner, examples_from, fit_calibration, unbiased_examples
+from pipeline.incidents.escalation import FULL_EVIDENCE_PROBABILITY, EscalationPolicy, frame_evidence
 from pipeline.records import VerdictKind
 from test_agreement_store import escalation, open_store, scene, verdict
 from test_escalation import escalated_at, replay, report, thresholds
@@ -154,7 +154,7 @@ def test_a_learner_that_is_not_mapping_leaves_a_calibrated_policy_calibrated(tmp
     from helpers_video import make_clip
     from pipeline.clock import ManualClock
     from pipeline.config import Settings
-    from pipeline.escalation import Thresholds
+    from pipeline.incidents.escalation import Thresholds
     from pipeline.runner import Runner, select_backends
 
     video = make_clip(tmp_path / "clip.avi", 20, 10.0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.calibration import (
+from tools.calibration import (
     CalibrationMap, Example, Learner, MonotoneMap, cmd_calibration, cmd_finetune_readiness, examples_from,
     expected_calibration_error, fit_calibration, isotonic_fit, prompt_plateau, readiness, reliability_table,
 )

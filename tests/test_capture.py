@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.capture import FALLBACK_FPS, Sampler, mask_credentials, natural_key, open_source
+from pipeline.sources.capture import FALLBACK_FPS, Sampler, mask_credentials, natural_key, open_source
 from pipeline.clock import ManualClock
 from pipeline.config import CaptureConfig
 from pipeline.errors import SourceError

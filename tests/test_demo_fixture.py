@@ -25,7 +25,7 @@ from fixtures.demo import (
 from pipeline.analyzers.offline import OfflineStudent
 from pipeline.clock import ManualClock
 from pipeline.config import GateConfig, OfflineConfig
-from pipeline.gate import ChangeGate
+from pipeline.frames.gate import ChangeGate
 from pipeline.records import EncodedFrame, Frame, FrameReport
 
 SHIPPED = Path(__file__).resolve().parents[1] / "fixtures" / "demo"

@@ -9,7 +9,7 @@ from ollama_server import ORANGE, OllamaTestServer, Reply, Script, closed_port_u
 
 from pipeline.clock import SystemClock
 from pipeline.config import Settings
-from pipeline.doctor import CheckRow, all_ready, format_table, run_doctor
+from tools.doctor import CheckRow, all_ready, format_table, run_doctor
 
 pytestmark = pytest.mark.timeout(30)
 

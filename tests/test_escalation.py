@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import EscalationConfig
-from pipeline.escalation import (
+from pipeline.incidents.escalation import (
     EscalationPolicy,
     FrameTrace,
     PolicyMemory,

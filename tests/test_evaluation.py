@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.baselines import ConfidenceOnly, NeverEscalate
-from pipeline.escalation import QueueState
-from pipeline.evaluation import (
+from tools.baselines import ConfidenceOnly, NeverEscalate
+from pipeline.incidents.escalation import QueueState
+from tools.evaluation import (
     POLICIES,
     ClipScore,
     Detection,
@@ -25,7 +25,7 @@ from pipeline.evaluation import (
     sample_grid,
     score_clip,
 )
-from pipeline.labels import ClipLabels, LabelledEvent
+from tools.labels import ClipLabels, LabelledEvent
 from pipeline.records import Priority, WindowStats
 
 ROOT = Path(__file__).resolve().parent.parent

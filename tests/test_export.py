@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.agreement_store import hamming
-from pipeline.calibration import cmd_export_dataset, export_dataset, split_records
+from pipeline.learning.agreement_store import hamming
+from tools.calibration import cmd_export_dataset, export_dataset, split_records
 from pipeline.clock import ManualClock
 from pipeline.config import LearningConfig
 from pipeline.errors import UsageError
 from pipeline.records import StudentAnswer, VerdictKind
-from pipeline.skills import load_active_prompt
+from tools.skills import load_active_prompt
 from test_agreement_store import escalation, open_store, scene, verdict
 from test_calibration import _skills
 
@@ -39,7 +39,7 @@ def test_export_round_trip(tmp_path: Path, fmt: str) -> None:
     db = _fill(tmp_path)
     out = tmp_path / "dataset"
     cfg = LearningConfig(validation_fraction=0.2)
-    from pipeline.agreement_store import AgreementStore
+    from pipeline.learning.agreement_store import AgreementStore
 
     with AgreementStore.open(db, cfg, ManualClock()) as store:
         records = store.records()
@@ -81,7 +81,7 @@ def test_export_round_trip(tmp_path: Path, fmt: str) -> None:
 
 
 def test_split_without_dedupe_would_leak(tmp_path: Path) -> None:
-    from pipeline.agreement_store import AgreementStore
+    from pipeline.learning.agreement_store import AgreementStore
 
     with AgreementStore.open(_fill(tmp_path), LearningConfig(), ManualClock()) as store:
         records = store.records()

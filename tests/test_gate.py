@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import GateConfig
-from pipeline.gate import ChangeGate
+from pipeline.frames.gate import ChangeGate
 from pipeline.records import GateReason
 from tests.helpers_video import frame_of, textured_background
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pipeline.config import StatesConfig
-from pipeline.escalation import EscalationPolicy, Onsets, QueueState, Thresholds, track_onsets
-from pipeline.keyframes import pattern_onset
+from pipeline.incidents.escalation import EscalationPolicy, Onsets, QueueState, Thresholds, track_onsets
+from pipeline.incidents.keyframes import pattern_onset
 from pipeline.records import FrameReport
-from pipeline.window import SlidingWindow
+from pipeline.incidents.window import SlidingWindow
 from states.monitor import CameraMonitor
 
 IDLE_QUEUE = QueueState(depth=0, capacity=15, recent_sheds=0)

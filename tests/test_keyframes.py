@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.escalation import Decision
-from pipeline.keyframes import CONTEXT_BEFORE_S, build_escalation, select_keyframes
+from pipeline.incidents.escalation import Decision
+from pipeline.incidents.keyframes import CONTEXT_BEFORE_S, build_escalation, select_keyframes
 from pipeline.records import EncodedFrame, Frame, FrameReport, GateDecision, GateReason, Priority
 
 _IMAGE = np.zeros((4, 4, 3), dtype=np.uint8)

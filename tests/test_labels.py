@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.labels import LABELS_FORMAT, load_labels, parse_labels
+from tools.labels import LABELS_FORMAT, load_labels, parse_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "fixtures" / "clips" / "labels.json"

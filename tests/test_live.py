@@ -15,11 +15,11 @@ import pytest
 import servers
 from conftest import require
 from helpers_video import make_clip
-from pipeline.capture import CaptureStats, FrameSource, Sampler
+from pipeline.sources.capture import CaptureStats, FrameSource, Sampler
 from pipeline.clock import ManualClock, SystemClock
 from pipeline.config import CaptureConfig
 from pipeline.errors import SourceError
-from pipeline.live import LiveGrabber, SourceEvent, backoff_delays
+from pipeline.sources.live import LiveGrabber, SourceEvent, backoff_delays
 from pipeline.records import Frame
 
 pytestmark = pytest.mark.timeout(60)
@@ -318,7 +318,7 @@ def test_bad_parameters_are_rejected(bad: dict[str, float]) -> None:
 
 def test_rtsp_frames_carry_the_streams_own_presentation_times(clip: Path, rtsp_ok: None) -> None:
     """RTSP frames are stamped from the stream's RTP presentation time (anchored to the clock)."""
-    from pipeline.capture import open_source
+    from pipeline.sources.capture import open_source
     from pipeline.clock import SystemClock
 
     server = servers.start_rtsp(clip)

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.capture import CaptureStats, FrameSource, Sampler
+from pipeline.sources.capture import CaptureStats, FrameSource, Sampler
 from pipeline.clock import ManualClock
 from pipeline.config import CaptureConfig
-from pipeline.live import LiveGrabber
+from pipeline.sources.live import LiveGrabber
 from pipeline.records import Frame
 from pipeline.sinks.metrics import Metrics, MetricsServer
 

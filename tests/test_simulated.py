@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.analyzers.simulated import SimulatedStudent, SimulatedTeacher, error_model
+from tools.simulated import SimulatedStudent, SimulatedTeacher, error_model
 from pipeline.config import EvaluationConfig, Settings
 from pipeline.clock import ManualClock
 from pipeline.errors import ConfigError
-from pipeline.labels import ClipLabels, LabelledEvent
+from tools.labels import ClipLabels, LabelledEvent
 from pipeline.records import Escalation, Frame, GateDecision, GateReason, EncodedFrame, Priority, VerdictKind
 
 #: One hour: a fall every 40 s lasting 20 s (half the frames are edge cases).

@@ -17,10 +17,10 @@ from conftest import ROOT
 from pipeline.analyzers.ollama_client import OllamaChat, OllamaStudent
 from pipeline.analyzers.prompts import STUDENT_PROMPT
 from pipeline.clock import ManualClock
-from pipeline.cli import main
+from commands.main import main
 from pipeline.config import StudentConfig, TeacherConfig
 from pipeline.records import EncodedFrame, Frame, GateDecision, GateReason
-from pipeline.skills import (
+from tools.skills import (
     ACTIVE_FILE,
     CHANGELOG_FILE,
     TASKS,
@@ -314,7 +314,7 @@ def test_cli_list_check_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_sighup_reload_switches_the_ollama_student_to_the_active_skill(monkeypatch: pytest.MonkeyPatch) -> None:
     """A reload (SIGHUP) loads the active skill again, so a promotion takes effect without a restart."""
-    import pipeline.skills as skills_module
+    import tools.skills as skills_module
     from pipeline.analyzers.fallback import CircuitBreaker, FallbackStudent
     from pipeline.analyzers.ollama_client import OllamaStudent
     from pipeline.analyzers.prompts import STUDENT_PROMPT, SystemPrompt

@@ -18,8 +18,8 @@ import pytest
 from ollama_server import FALL_RULE, LAMP_RULE, SKILLS_DEMO_MODELS, OllamaTestServer, Script, skills_demo_reply
 
 from conftest import ROOT
-from pipeline.cli import main
-from pipeline.skills import (
+from commands.main import main
+from tools.skills import (
     ACTIVE_FILE,
     ActiveSkills,
     CHANGELOG_FILE,

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import StatesConfig
 from pipeline.records import Event, FrameReport, ReviewStatus, Transition, Verdict, VerdictKind
-from pipeline.window import SlidingWindow
+from pipeline.incidents.window import SlidingWindow
 from states.monitor import CameraMonitor, MonitorOutput, activity_kind
 
 CAM = "cam1"

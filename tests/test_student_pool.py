@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from pipeline.records import EncodedFrame, Frame, FrameReport, GateDecision, GateReason
-from pipeline.student_pool import StudentPool
+from pipeline.analyzers.student_pool import StudentPool
 
 
 def _item(i: int) -> EncodedFrame:

@@ -20,7 +20,7 @@ from pipeline.records import (
     Verdict,
     VerdictKind,
 )
-from pipeline.teacher_queue import QueueResult, ShedRecord, TeacherQueue
+from pipeline.teacher.queue import QueueResult, ShedRecord, TeacherQueue
 
 WAIT = 10.0  # generous bound for events; tests finish long before it
 

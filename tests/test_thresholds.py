@@ -13,8 +13,8 @@ import pytest
 from pipeline.clock import ManualClock
 from pipeline.config import Settings, settings_from_dict
 from pipeline.errors import ConfigError
-from pipeline.escalation import QueueState
-from pipeline.thresholds import (
+from pipeline.incidents.escalation import QueueState
+from pipeline.incidents.thresholds import (
     LOW_CONFIDENCE_KEY,
     ThresholdController,
     cmd_thresholds,
@@ -337,7 +337,7 @@ def test_a_periods_gate_noise_floor_reaches_the_running_gate(tmp_path: Path, mon
     """The runner hands the period's gate_block_min_change to the change gate it is running."""
     import pipeline.runner as runner_module
     from helpers_video import numbered_frame, write_video
-    from pipeline.gate import ChangeGate
+    from pipeline.frames.gate import ChangeGate
     from pipeline.runner import Runner, select_backends
 
     seen: list[float] = []

@@ -10,7 +10,7 @@ from ollama_server import SKILLS_DEMO_MODELS, OllamaTestServer, Reply, Script
 
 from pipeline.analyzers.ollama_client import FailureKind, ModelError, OllamaChat, embed
 from pipeline.config import TeacherConfig
-from pipeline.validation_suite import (
+from tools.validation_suite import (
     JUDGE_RUBRIC,
     SAFETY_WEIGHT,
     CaseAnswer,

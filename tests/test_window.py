@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.records import EncodedFrame, Frame, FrameReport, GateDecision, GateReason
-from pipeline.window import SlidingWindow
+from pipeline.incidents.window import SlidingWindow
 
 CAM = "cam1"
 

@@ -595,7 +595,7 @@ def timed_image_call(cfg: ModelEndpoint, image_b64: str, clock: Clock | None = N
 
 
 # --------------------------------------------------------------------------------------
-# Text models and embeddings (for `pipeline.skills`: synthesis, judging, semantic scoring)
+# Text models and embeddings (for `tools.skills`: synthesis, judging, semantic scoring)
 # --------------------------------------------------------------------------------------
 
 

@@ -71,7 +71,7 @@ def keyframes_in_time_order(escalation: Escalation) -> tuple[EncodedFrame, ...]:
     return tuple(sorted(escalation.keyframes, key=lambda k: (k.timestamp, k.frame.index)))
 
 
-#: What the change gate's reading of a whole-view change tells the teacher (see `pipeline.gate`).
+#: What the change gate's reading of a whole-view change tells the teacher (see `pipeline.frames.gate`).
 _GATE_HINTS = {
     "tamper": "the whole view changed at once and no longer matches the view before: possible tamper (camera covered, moved or replaced)",
     "lighting_change": "the whole view changed brightness at once: a lighting change",

@@ -10,7 +10,7 @@ in the global one) and offers one small method per thing the pipeline counts.
   (or ``health_fn`` says ``"ok": false``), 500 when ``health_fn`` itself fails.
 
 A camera entry is expected to hold at least ``last_frame_age_s``, ``state``, ``backend``,
-``queue_depth`` and ``stale`` (see `pipeline.live.LiveGrabber.health` for the capture part).
+``queue_depth`` and ``stale`` (see `pipeline.sources.live.LiveGrabber.health` for the capture part).
 """
 
 from __future__ import annotations

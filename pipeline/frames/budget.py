@@ -1,6 +1,6 @@
 """The keyframe budget: which of the frames the gate passes are worth a student call.
 
-The gate (`pipeline.gate`) runs on every decoded frame and passes every frame that shows
+The gate (`pipeline.frames.gate`) runs on every decoded frame and passes every frame that shows
 change standing out from what normally moves.  A mover passes many frames a second; most
 are near-duplicates of each other.  `KeyframeBudget` picks, per camera, the few that tell
 the story, within ``max_calls_per_min`` and ``min_spacing_s``:
@@ -58,7 +58,7 @@ from pipeline.config import BudgetConfig
 from pipeline.records import GateDecision, GateReason
 
 _EPS = 1e-9
-TAMPER_KIND = "tamper"  # (the gate's word; not imported from pipeline.gate, which is the cv2 side)
+TAMPER_KIND = "tamper"  # (the gate's word; not imported from pipeline.frames.gate, which is the cv2 side)
 
 # Why a frame was sent.
 SENT_FIRST = "first"

@@ -20,7 +20,7 @@ drawn once per 50 ms cell when the model is built, so answers do not depend on c
 or threads.  Latency is the configured figure, reported, never slept.
 
 The runner refuses ``simulated`` for monitoring (`pipeline.runner.select_backends`); only
-`pipeline.evaluation` builds these, straight into `Backends`.
+`tools.evaluation` builds these, straight into `Backends`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 
 from pipeline.config import EvaluationConfig
-from pipeline.labels import ACTIVITY_TYPES, ClipLabels, is_safety_type
+from tools.labels import ACTIVITY_TYPES, ClipLabels, is_safety_type
 from pipeline.records import EncodedFrame, Escalation, FrameReport, Verdict, VerdictKind, normalise_flag
 
 BACKEND = "simulated"

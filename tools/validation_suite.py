@@ -21,7 +21,7 @@ observations and flags (a sequence is judged as a whole, as the escalation windo
   rubric (`JUDGE_RUBRIC`), 0..4, scaled to 0..1.
 
 **Safety** is scored apart, as weighted recall and precision over the flags the pipeline would
-act on: `pipeline.escalation.match_safety` over the answer's flags *and* observations (synonyms,
+act on: `pipeline.incidents.escalation.match_safety` over the answer's flags *and* observations (synonyms,
 negation), exactly what triggers an escalation — never mere string presence.
 """
 
@@ -42,9 +42,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.config import CaptureConfig, EncodeConfig
-from pipeline.encode import encode_frame
+from pipeline.frames.encode import encode_frame
 from pipeline.errors import EdgewatchError
-from pipeline.escalation import match_safety
+from pipeline.incidents.escalation import match_safety
 from pipeline.records import SAFETY_FLAGS, EncodedFrame, Frame, FrameReport, GateDecision, GateReason, normalise_flag
 
 log = logging.getLogger("edgewatch.validation")
@@ -304,7 +304,7 @@ def decision_log_cases(decision_log: Path, source: str, *, heldout_every: int = 
 
     The teacher's flags are the expected flags and its observations the expected facts; a
     deterministic share (every ``heldout_every``-th by escalation id hash) goes to held-out."""
-    from pipeline.capture import open_source
+    from pipeline.sources.capture import open_source
     from pipeline.clock import SystemClock
 
     sequences = reviewed_sequences(Path(decision_log))

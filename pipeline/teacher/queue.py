@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pipeline.analyzers.base import Teacher
 from pipeline.clock import Clock
 from pipeline.config import TeacherConfig
-from pipeline.escalation import QueueState
+from pipeline.incidents.escalation import QueueState
 from pipeline.records import EncodedFrame, Escalation, Priority, Verdict
 
 log = logging.getLogger("edgewatch.teacher_queue")

@@ -52,12 +52,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.baselines import ConfidenceOnly, NeverEscalate
+from tools.baselines import ConfidenceOnly, NeverEscalate
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings, load_settings
 from pipeline.errors import ConfigError, UsageError
-from pipeline.escalation import EscalationPolicy, Thresholds
-from pipeline.labels import ACTIVITY_TYPES, ClipLabels, LabelledEvent, LabelSet, is_safety_type, load_labels
+from pipeline.incidents.escalation import EscalationPolicy, Thresholds
+from tools.labels import ACTIVITY_TYPES, ClipLabels, LabelledEvent, LabelSet, is_safety_type, load_labels
 from pipeline.records import EncodedFrame, Escalation, FrameReport, Priority, Verdict, VerdictKind
 
 log = logging.getLogger("edgewatch.evaluation")
@@ -336,7 +336,7 @@ def make_backends(pair: str, settings: Settings, clip: ClipLabels, seed: int, te
     from pipeline.runner import Backends
 
     if pair == "simulated":
-        from pipeline.analyzers.simulated import SimulatedStudent, SimulatedTeacher
+        from tools.simulated import SimulatedStudent, SimulatedTeacher
 
         cfg = settings.evaluation
         teacher = SimulatedTeacher(clip, cfg, seed=seed)
@@ -851,7 +851,7 @@ def _report_markdown(*, pair: str, labels: LabelSet, clips: Sequence[ClipLabels]
 
 
 def _parser() -> argparse.ArgumentParser:
-    from pipeline.cli import _ArgumentParser
+    from commands.main import _ArgumentParser
 
     p = _ArgumentParser(prog="edgewatch evaluate",
                         description="Compare routing policies (student only, teacher only, ours, fixed interval, "

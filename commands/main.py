@@ -27,13 +27,13 @@ log = logging.getLogger("edgewatch")
 #: Sub-commands implemented in their own modules: name -> (module, function taking argv, returning an exit code).
 #: Each module owns its argument parsing; this table is the one place that lists them.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "doctor": ("pipeline.cli", "cmd_doctor"),
-    "evaluate": ("pipeline.evaluation", "cmd_evaluate"),
-    "thresholds": ("pipeline.thresholds", "cmd_thresholds"),
-    "skills": ("pipeline.skills", "cmd_skills"),
-    "calibration": ("pipeline.calibration", "cmd_calibration"),
-    "finetune-readiness": ("pipeline.calibration", "cmd_finetune_readiness"),
-    "export-dataset": ("pipeline.calibration", "cmd_export_dataset"),
+    "doctor": ("commands.main", "cmd_doctor"),
+    "evaluate": ("tools.evaluation", "cmd_evaluate"),
+    "thresholds": ("pipeline.incidents.thresholds", "cmd_thresholds"),
+    "skills": ("tools.skills", "cmd_skills"),
+    "calibration": ("tools.calibration", "cmd_calibration"),
+    "finetune-readiness": ("tools.calibration", "cmd_finetune_readiness"),
+    "export-dataset": ("tools.calibration", "cmd_export_dataset"),
 }
 DEMO_VIDEO = Path(__file__).resolve().parent.parent / "fixtures" / "demo" / "demo.mp4"
 
@@ -194,7 +194,7 @@ def cmd_run(argv: Sequence[str]) -> int:
         raise UsageError("no SOURCE given and the config has no cameras: try `edgewatch demo`, a video file, "
                          "a webcam index or a stream URL (see --help)")
 
-    from pipeline.capture import open_source
+    from pipeline.sources.capture import open_source
     from pipeline.clock import SystemClock
     from pipeline.runner import Runner, select_backends
     from pipeline.sinks.files import prepare_out_dir
@@ -212,7 +212,7 @@ def cmd_run(argv: Sequence[str]) -> int:
 
     display = None
     if args.display:
-        from pipeline.display import open_display
+        from pipeline.sinks.display import open_display
 
         display = open_display()
 
@@ -264,7 +264,7 @@ def cmd_doctor(argv: Sequence[str]) -> int:
     settings = _load(args)
     _setup_logging(False, "WARNING")
     from pipeline.clock import SystemClock
-    from pipeline.doctor import all_ready, format_table, run_doctor
+    from tools.doctor import all_ready, format_table, run_doctor
 
     rows = run_doctor(settings, args.source, SystemClock())
     sys.stdout.write(format_table(rows) + "\n")

@@ -2,7 +2,7 @@
 
 The gate is built to see *every decoded frame* (well under 1 ms each on one core), so it
 never misses a short event between samples; which of the frames it passes actually reach
-the student is the keyframe budget's job (`pipeline.budget`).
+the student is the keyframe budget's job (`pipeline.frames.budget`).
 
 How a frame is judged (all on a small grey thumbnail, ``cfg.width`` wide, split into a grid
 of ``cfg.grid_cols`` square blocks across):

@@ -3,14 +3,14 @@
 Keyframes are chosen from the window's (report, encoded frame) entries: the first frame of
 the escalated pattern, the frames where the student's answer changed most, and the latest
 frame; evenly spread over the window when nothing stands out.  Images are the frames'
-existing base64 (encoded once by `pipeline.encode`), never re-encoded here.
+existing base64 (encoded once by `pipeline.frames.encode`), never re-encoded here.
 """
 
 from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from pipeline.escalation import Decision, match_safety
+from pipeline.incidents.escalation import Decision, match_safety
 from pipeline.records import EncodedFrame, Escalation, FrameReport
 
 #: A change scores at least this much to "stand out" (one flag on/off scores 1).

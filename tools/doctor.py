@@ -48,7 +48,7 @@ class CheckRow:
 def _test_image_b64() -> str | None:
     """A 64x64 JPEG (a grey scene with a darker block) made by the project's own encoder."""
     try:
-        from pipeline.encode import encode_image
+        from pipeline.frames.encode import encode_image
     except ImportError:
         return None
     image = np.full((64, 64, 3), 128, np.uint8)
@@ -118,7 +118,7 @@ def _check_model(role: str, endpoint: ModelEndpoint, probe: HostProbe, image_b64
     caps = "vision" if shown.vision else "capabilities not reported"
     rows.append(CheckRow(component, target, "ready", f"installed{size}; {caps}"))
     if image_b64 is None:
-        rows.append(CheckRow(f"{role} call", target, "skipped", "no encoder to make the test image (pipeline.encode missing)"))
+        rows.append(CheckRow(f"{role} call", target, "skipped", "no encoder to make the test image (pipeline.frames.encode missing)"))
         return rows
     result = timed_image_call(endpoint, image_b64, clock)
     if result.ok:
@@ -139,7 +139,7 @@ def _check_model(role: str, endpoint: ModelEndpoint, probe: HostProbe, image_b64
 
 def _check_source(source: str, settings: Settings, clock: Clock) -> CheckRow:
     try:
-        from pipeline.capture import mask_credentials, open_source
+        from pipeline.sources.capture import mask_credentials, open_source
     except ImportError as exc:
         return CheckRow("source", source, "skipped", f"capture module not available ({exc})")
     shown = mask_credentials(source)

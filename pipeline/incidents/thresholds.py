@@ -44,7 +44,7 @@ import numpy as np
 from pipeline.clock import Clock
 from pipeline.config import AdaptiveConfig, Settings, ThresholdProfile
 from pipeline.errors import ConfigError, UsageError
-from pipeline.escalation import MAX_BAR, QueueState, Thresholds
+from pipeline.incidents.escalation import MAX_BAR, QueueState, Thresholds
 from pipeline.records import normalise_flag
 
 log = logging.getLogger("edgewatch.thresholds")

@@ -37,7 +37,7 @@ from pipeline.analyzers.prompts import STUDENT_PROMPT, SystemPrompt
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import EdgewatchError, UsageError
 from pipeline.records import SAFETY_FLAGS, StudentAnswer
-from pipeline.validation_suite import (
+from tools.validation_suite import (
     JUDGE_RUBRIC,
     CaseAnswer,
     FrameAnalyzer,

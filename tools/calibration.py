@@ -1,6 +1,6 @@
 """Learning from the teacher: calibration, fine-tune readiness and dataset export.
 
-Every teacher verdict in the agreement store (`pipeline.agreement_store`) labels the
+Every teacher verdict in the agreement store (`pipeline.learning.agreement_store`) labels the
 student's reports on the keyframes the teacher saw: a report **agrees** when its safety
 flags (normalised, ``model_error`` left out) equal the teacher's.  From those labels:
 
@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.agreement_store import AddResult, AgreementRecord, AgreementStore, hamming, safety_set, store_path_for
+from pipeline.learning.agreement_store import AddResult, AgreementRecord, AgreementStore, hamming, safety_set, store_path_for
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import LearningConfig, Settings
 from pipeline.errors import UsageError
@@ -403,7 +403,7 @@ class Plateau:
 
 def prompt_plateau(skills_dir: Path, k: int, margin: float, task: str = "student") -> Plateau:
     """Have the held-out scores of the last ``k`` scored skill versions settled within ``margin``?"""
-    from pipeline.skills import SkillError, heldout, list_skills
+    from tools.skills import SkillError, heldout, list_skills
 
     try:
         skills = list_skills(Path(skills_dir), task)
@@ -627,7 +627,7 @@ def _card(train: Sequence[AgreementRecord], val: Sequence[AgreementRecord], drop
 
 
 def _base_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    from pipeline.cli import _ArgumentParser
+    from commands.main import _ArgumentParser
 
     p = _ArgumentParser(prog=prog, description=description)
     p.add_argument("--store", type=Path, help="agreement store (default: learning.store_path, or agreement.sqlite in output.out_dir)")
@@ -773,7 +773,7 @@ def cmd_export_dataset(argv: Sequence[str]) -> int:
     if not verdict.ready and not args.force:
         _out(verdict.render())
         raise UsageError("not ready for fine-tuning (see above); --force exports anyway")
-    from pipeline.skills import load_active_prompt
+    from tools.skills import load_active_prompt
 
     prompt = load_active_prompt("student", skills_dir)
     summary = export_dataset(records, args.out, args.format, system_prompt=prompt.text, prompt_version=prompt.version,
@@ -835,8 +835,8 @@ def _run_ours(base: Settings, labels: Any, clip: Any, seed: int, out_dir: Path, 
               store: AgreementStore | None = None, cmap: CalibrationMap | None = None,
               calibrated_policy: bool = True) -> dict[str, Any]:
     """Our policy on one clip through the real Runner with the simulated pair; its score and cost."""
-    from pipeline.escalation import EscalationPolicy, Thresholds
-    from pipeline.evaluation import Variant, detections_from_events, make_backends, policy_factory, sample_grid, score_clip, variant_settings
+    from pipeline.incidents.escalation import EscalationPolicy, Thresholds
+    from tools.evaluation import Variant, detections_from_events, make_backends, policy_factory, sample_grid, score_clip, variant_settings
     from pipeline.runner import Runner
 
     clock = SystemClock()
@@ -879,8 +879,8 @@ def evaluate_calibration(*, fit_seeds: Sequence[int], test_seeds: Sequence[int],
     each value (a calibrated confidence is a probability, so its threshold means something else).
     ``ablations``: also run the old fit (every example, biased) with the raw-scale policy (as
     measured before the selection-aware fit) and the new map with the raw-scale policy."""
-    from pipeline.evaluation import DEMO_LABELS
-    from pipeline.labels import load_labels
+    from tools.evaluation import DEMO_LABELS
+    from tools.labels import load_labels
 
     base = base or Settings()
     base = base.model_copy(update={"evaluation": base.evaluation.model_copy(update={"confidence_informativeness": informativeness})})
@@ -961,10 +961,10 @@ def _eval_line(name: str, p: Mapping[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pipeline.calibration evaluate``: raw against calibrated confidence (simulated pair)."""
-    from pipeline.cli import _ArgumentParser
+    """``python -m tools.calibration evaluate``: raw against calibrated confidence (simulated pair)."""
+    from commands.main import _ArgumentParser
 
-    p = _ArgumentParser(prog="python -m pipeline.calibration evaluate")
+    p = _ArgumentParser(prog="python -m tools.calibration evaluate")
     p.add_argument("command", choices=["evaluate"])
     p.add_argument("--fit-seeds", default="0,1,2,3,4,5,6,7,8,9")
     p.add_argument("--test-seeds", default="100,101,102,103,104,105,106,107,108,109")

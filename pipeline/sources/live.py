@@ -1,6 +1,6 @@
 """Live cameras: one grabber thread per camera that keeps only the newest frame.
 
-`LiveGrabber` opens a source with `pipeline.capture.open_source` (so the stream open and
+`LiveGrabber` opens a source with `pipeline.sources.capture.open_source` (so the stream open and
 read timeouts of `CaptureConfig` apply: a dead stream never blocks longer than those),
 reads it as fast as it delivers, and keeps only the newest frame (latest-frame policy):
 a consumer that is slower than the camera takes ``latest(after_index)`` and the frames it
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
-from pipeline.capture import FrameSource, Sampler, mask_credentials, open_source
+from pipeline.sources.capture import FrameSource, Sampler, mask_credentials, open_source
 from pipeline.clock import Clock
 from pipeline.config import CaptureConfig
 from pipeline.errors import SourceError

@@ -2,14 +2,14 @@
 
 Each has ``evaluate(stats, queue_state) -> Decision``, ``suppress(flags, until, reason=None)``
 and ``thresholds_in_force() -> dict``, so the runner drives them exactly as it drives ours
-(`Runner(..., policy_factory=...)`).  Monitoring always uses `pipeline.escalation.EscalationPolicy`.
+(`Runner(..., policy_factory=...)`).  Monitoring always uses `pipeline.incidents.escalation.EscalationPolicy`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable
 
-from pipeline.escalation import Decision, QueueState
+from pipeline.incidents.escalation import Decision, QueueState
 from pipeline.records import Priority, WindowStats
 
 

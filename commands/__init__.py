@@ -1,0 +1,1 @@
+"""Argument parsing for every sub-command; each calls into the runtime (`pipeline`) or the tools."""

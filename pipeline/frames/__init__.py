@@ -1,0 +1,1 @@
+"""What happens to a frame before a model sees it: the change gate, the keyframe budget, encoding once."""
