@@ -11,6 +11,7 @@ order.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -19,20 +20,25 @@ from typing import Any, Callable
 
 from pipeline.analyzers.base import Student, Teacher
 from pipeline.analyzers.fallback import CircuitBreaker, FallbackStudent
-from pipeline.frames.budget import BudgetDecision, KeyframeBudget
-from pipeline.sources.capture import Sampler, open_source
-from pipeline.clock import Clock, SystemClock
-from pipeline.config import Settings
-from pipeline.frames.encode import encode_frame
-from pipeline.incidents.escalation import EscalationPolicy, Thresholds
-from pipeline.frames.gate import ChangeGate
-from pipeline.incidents.keyframes import build_escalation, pattern_onset
-from pipeline.records import EncodedFrame, Event, Frame, FrameReport, GateDecision, GateReason, Priority, VerdictKind
-from pipeline.sinks.files import JsonlWriter, SnapshotWriter, prepare_out_dir, write_json_atomically
+from pipeline.analyzers.offline import OfflineStudent, OfflineTeacher
+from pipeline.analyzers.skill_files import load_active_prompt
 from pipeline.analyzers.student_pool import StudentPool
-from pipeline.teacher.queue import TeacherQueue
+from pipeline.clock import Clock, SystemClock
+from pipeline.config import CameraConfig, Settings
+from pipeline.errors import ConfigError, EdgewatchError, UsageError
+from pipeline.frames.budget import BudgetDecision, KeyframeBudget
+from pipeline.frames.encode import encode_frame
+from pipeline.frames.gate import ChangeGate
+from pipeline.incidents.escalation import EscalationPolicy, Thresholds
+from pipeline.incidents.keyframes import build_escalation, pattern_onset
 from pipeline.incidents.thresholds import ThresholdController, mean_luma
 from pipeline.incidents.window import SlidingWindow
+from pipeline.learning.calibration_map import Learner
+from pipeline.records import EncodedFrame, Event, Frame, FrameReport, GateDecision, GateReason, Priority, VerdictKind
+from pipeline.sinks.files import JsonlWriter, SnapshotWriter, prepare_out_dir, write_json_atomically
+from pipeline.sources.capture import Sampler, open_source
+from pipeline.sources.live import LiveGrabber
+from pipeline.teacher.queue import TeacherQueue
 from states.monitor import CameraMonitor, MonitorOutput
 
 log = logging.getLogger("edgewatch.runner")
@@ -67,8 +73,6 @@ def select_backends(settings: Settings, clock: Clock, *, probe_timeout_s: float 
     A fallback to the offline analyzers is always announced, in one line; it never stands in silently.
     With ``backend: ollama`` (not ``auto``) an unusable host is an error instead.
     """
-    from pipeline.analyzers.offline import OfflineStudent, OfflineTeacher
-    from pipeline.errors import ConfigError, EdgewatchError
 
     if settings.student.backend == "simulated" or settings.teacher.backend == "simulated":
         raise ConfigError("the 'simulated' backend exists only for evaluating routing policy, not for monitoring")
@@ -114,8 +118,6 @@ def select_backends(settings: Settings, clock: Clock, *, probe_timeout_s: float 
 def _ollama_analyzer(role: str, settings: Settings, clock: Clock, offline: Any) -> Any:
     from pipeline.analyzers.ollama_client import OllamaStudent, OllamaTeacher
     from pipeline.analyzers.prompts import TEACHER_PROMPT
-    from tools.skills import load_active_prompt
-
     if role == "teacher":
         return OllamaTeacher(settings.teacher, TEACHER_PROMPT, clock)
     # The student's system prompt is the active skill version (skills/active_skill.json), never
@@ -642,8 +644,6 @@ class Runner:
                 book.set_default(new.zones)
         if isinstance(self.backends.student, FallbackStudent) and hasattr(self.backends.student.primary, "set_prompt"):
             # The active skill may have changed (`skills promote` / `rollback`): load it again.
-            from tools.skills import load_active_prompt
-
             try:
                 self.backends.student.primary.set_prompt(load_active_prompt("student", new.skills.dir))
             except Exception as exc:  # a broken skills folder keeps the prompt in use
@@ -689,8 +689,6 @@ class Runner:
 
             metrics = Metrics()
         outputs = Outputs(out_dir, on_event=self.on_event, mqtt=mqtt, metrics=metrics)
-        from tools.calibration import Learner
-
         self.learner = Learner.open(s, self.clock, on_change=outputs.decision)
         for notice in [self.backends.fallback, *self.backends.notices]:
             if notice:
@@ -745,8 +743,6 @@ class Runner:
     def run(self, source_spec: str, *, max_frames: int | None = None) -> RunSummary:
         """One source.  Files and image folders are replayed; webcams and streams run live, with reconnects."""
         if is_live_spec(source_spec):
-            from pipeline.config import CameraConfig
-
             # A source named on the command line must open once: a typo or an absent camera is
             # one clear error, not a grabber retrying forever.  After that, drops reconnect.
             open_source(source_spec, camera_id=self.settings.camera_id, cfg=self.settings.capture, clock=self.clock).close()
@@ -804,14 +800,8 @@ class Runner:
     def run_cameras(self, cameras: list[Any], *, max_frames: int | None = None, duration_s: float | None = None) -> list[RunSummary]:
         """Live cameras together: a grabber thread each (newest frame wins, reconnects), one shared
         student and teacher queue (fair across cameras), all stateful logic on this thread."""
-        import random
-
-        from pipeline.sources.live import LiveGrabber
-
         s = self.settings
         if not cameras:
-            from pipeline.errors import UsageError
-
             raise UsageError("no cameras configured: give a SOURCE or a config with a cameras: list")
         out_dir, outputs, mqtt, metrics = self._open_outputs()
         queue = TeacherQueue(self.backends.teacher, s.teacher, self.clock)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.calibration import CalibrationMap, Example, Learner, examples_from, fit_calibration, unbiased_examples
+from pipeline.learning.calibration_map import CalibrationMap, Example, Learner, examples_from, fit_calibration, unbiased_examples
 from pipeline.incidents.escalation import FULL_EVIDENCE_PROBABILITY, EscalationPolicy, frame_evidence
 from pipeline.records import VerdictKind
 from test_agreement_store import escalation, open_store, scene, verdict

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.calibration import (
-    CalibrationMap, Example, Learner, MonotoneMap, cmd_calibration, cmd_finetune_readiness, examples_from,
-    expected_calibration_error, fit_calibration, isotonic_fit, prompt_plateau, readiness, reliability_table,
-)
+from pipeline.learning.calibration_map import CalibrationMap, Example, Learner, MonotoneMap, examples_from, fit_calibration, isotonic_fit
+from commands.learning import cmd_calibration, cmd_finetune_readiness
+from tools.calibration import expected_calibration_error, reliability_table
+from tools.readiness import prompt_plateau, readiness
 from pipeline.config import LearningConfig
 from pipeline.records import VerdictKind
 from test_agreement_store import escalation, open_store, scene, verdict

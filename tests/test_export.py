@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.learning.agreement_store import hamming
-from tools.calibration import cmd_export_dataset, export_dataset, split_records
+from commands.learning import cmd_export_dataset
+from tools.dataset_export import export_dataset, split_records
 from pipeline.clock import ManualClock
 from pipeline.config import LearningConfig
 from pipeline.errors import UsageError
 from pipeline.records import StudentAnswer, VerdictKind
-from tools.skills import load_active_prompt
+from pipeline.analyzers.skill_files import load_active_prompt
 from test_agreement_store import escalation, open_store, scene, verdict
 from test_calibration import _skills
 

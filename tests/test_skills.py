@@ -20,29 +20,8 @@ from pipeline.clock import ManualClock
 from commands.main import main
 from pipeline.config import StudentConfig, TeacherConfig
 from pipeline.records import EncodedFrame, Frame, GateDecision, GateReason
-from tools.skills import (
-    ACTIVE_FILE,
-    CHANGELOG_FILE,
-    TASKS,
-    PromotionRefused,
-    Skill,
-    SkillError,
-    active_skill,
-    contract_hash,
-    first_json_array,
-    init_skills,
-    load_active_prompt,
-    load_skill,
-    parse_candidates,
-    promote,
-    promotion_decision,
-    read_active,
-    rollback,
-    save_skill,
-    seed_skill,
-    skill_path,
-    synthesize,
-)
+from pipeline.analyzers.skill_files import ACTIVE_FILE, TASKS, Skill, SkillError, active_skill, contract_hash, load_active_prompt, load_skill, read_active, skill_path
+from tools.skills import CHANGELOG_FILE, PromotionRefused, first_json_array, init_skills, parse_candidates, promote, promotion_decision, rollback, save_skill, seed_skill, synthesize
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -314,7 +293,7 @@ def test_cli_list_check_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_sighup_reload_switches_the_ollama_student_to_the_active_skill(monkeypatch: pytest.MonkeyPatch) -> None:
     """A reload (SIGHUP) loads the active skill again, so a promotion takes effect without a restart."""
-    import tools.skills as skills_module
+    import pipeline.runner as runner_module
     from pipeline.analyzers.fallback import CircuitBreaker, FallbackStudent
     from pipeline.analyzers.ollama_client import OllamaStudent
     from pipeline.analyzers.prompts import STUDENT_PROMPT, SystemPrompt
@@ -338,7 +317,7 @@ def test_sighup_reload_switches_the_ollama_student_to_the_active_skill(monkeypat
     student = FallbackStudent(primary, FakeOffline(), CircuitBreaker(clock=clock))
     runner = Runner(settings, Backends(student=student, teacher=FakeOffline()), clock=clock)
     assert student.prompt_version == "student/1"
-    monkeypatch.setattr(skills_module, "load_active_prompt", lambda task, folder: SystemPrompt("student/9", "promoted prompt"))
+    monkeypatch.setattr(runner_module, "load_active_prompt", lambda task, folder: SystemPrompt("student/9", "promoted prompt"))
     runner.request_reload(settings)
     runner._apply_reload({})
     assert student.prompt_version == "student/9"

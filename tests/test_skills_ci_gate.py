@@ -19,20 +19,8 @@ from ollama_server import FALL_RULE, LAMP_RULE, SKILLS_DEMO_MODELS, OllamaTestSe
 
 from conftest import ROOT
 from commands.main import main
-from tools.skills import (
-    ACTIVE_FILE,
-    ActiveSkills,
-    CHANGELOG_FILE,
-    check_skills,
-    heldout,
-    list_skills,
-    load_active_prompt,
-    load_skill,
-    read_active,
-    save_skill,
-    skill_path,
-    write_active,
-)
+from pipeline.analyzers.skill_files import ACTIVE_FILE, ActiveSkills, load_active_prompt, load_skill, read_active, skill_path
+from tools.skills import CHANGELOG_FILE, check_skills, heldout, list_skills, save_skill, write_active
 
 pytestmark = pytest.mark.timeout(120)
 

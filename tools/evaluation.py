@@ -41,12 +41,10 @@ Metrics (per seed pooled over clips, then mean ± sd over seeds):
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import statistics
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,10 +52,10 @@ from typing import Any
 
 from tools.baselines import ConfidenceOnly, NeverEscalate
 from pipeline.clock import Clock, SystemClock
-from pipeline.config import Settings, load_settings
+from pipeline.config import Settings
 from pipeline.errors import ConfigError, UsageError
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
-from tools.labels import ACTIVITY_TYPES, ClipLabels, LabelledEvent, LabelSet, is_safety_type, load_labels
+from tools.labels import ACTIVITY_TYPES, ClipLabels, LabelledEvent, LabelSet, is_safety_type
 from pipeline.records import EncodedFrame, Escalation, FrameReport, Priority, Verdict, VerdictKind
 
 log = logging.getLogger("edgewatch.evaluation")
@@ -850,78 +848,10 @@ def _report_markdown(*, pair: str, labels: LabelSet, clips: Sequence[ClipLabels]
 # --------------------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    from commands.main import _ArgumentParser
-
-    p = _ArgumentParser(prog="edgewatch evaluate",
-                        description="Compare routing policies (student only, teacher only, ours, fixed interval, "
-                                    "confidence only, ours single-frame) on labelled clips through the real pipeline.")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--labels", type=Path, help=f"labels file (default: the demo fixture, {DEMO_LABELS.name})")
-    src.add_argument("--clips", type=Path, help="folder holding labels.json and the clips it names (e.g. ../shared/fixtures/clips)")
-    p.add_argument("--pair", choices=PAIRS, default="simulated", help="student/teacher pair (default simulated)")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds for the simulated models (default 0,1,2; "
-                   "offline and ollama runs use the first only: they have no seed)")
-    p.add_argument("--out", type=Path, default=Path("edgewatch-eval"), help="report folder (default ./edgewatch-eval)")
-    p.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated subset of {','.join(POLICIES)}")
-    p.add_argument("--sweep", choices=SWEEPS, default="none",
-                   help="thresholds: our min_confidence sweep and the baselines' budgets; models: simulated student "
-                        "accuracy x confidence informativeness; all: both")
-    p.add_argument("--fixed-interval-s", type=float, help="fixed-interval period (default: matched to ours' teacher images per clip)")
-    p.add_argument("--only", action="append", default=[], metavar="TEXT", help="only clips whose file name contains TEXT (repeatable)")
-    p.add_argument("--config", type=Path, help="YAML config (the evaluation: section holds the simulated models' parameters)")
-    p.add_argument("--ollama-host", help="Ollama host for --pair ollama")
-    p.add_argument("--verbose", action="store_true", help="progress and debug logging")
-    return p
 
 
-def _seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise UsageError(f"--seeds {text!r}: expected comma-separated integers") from None
-    if not seeds:
-        raise UsageError("--seeds: at least one seed")
-    return list(dict.fromkeys(seeds))
 
 
-def cmd_evaluate(argv: Sequence[str]) -> int:
-    args = _parser().parse_args(list(argv))
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if not args.verbose:
-        # Per-run warnings (runner, monitor) would drown the table; the runs' logs keep them.
-        for name in ("edgewatch.runner", "edgewatch.states", "edgewatch"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    if args.clips is not None:
-        if not args.clips.is_dir():
-            raise UsageError(f"--clips {args.clips}: folder not found")
-        labels_path = args.clips / "labels.json"
-        if not labels_path.is_file():
-            raise UsageError(f"--clips {args.clips}: no labels.json in it")
-    else:
-        labels_path = args.labels or DEMO_LABELS
-    labels = load_labels(labels_path)
-    base = load_settings(args.config)
-    if args.ollama_host:
-        base = base.model_copy(update={"student": base.student.model_copy(update={"host": args.ollama_host}),
-                                       "teacher": base.teacher.model_copy(update={"host": args.ollama_host})})
-    if args.fixed_interval_s is not None and not 0 < args.fixed_interval_s <= 3600:
-        raise UsageError(f"--fixed-interval-s must be in (0, 3600] (got {args.fixed_interval_s:g})")
-    seeds = _seeds(args.seeds)
-    if args.pair != "simulated" and len(seeds) > 1:
-        log.warning("the %s pair has no seed: running once", args.pair)
-        seeds = seeds[:1]
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    result = evaluate(labels=labels, pair=args.pair, seeds=seeds, out=args.out, base=base, policies=policies,
-                      sweep=args.sweep, fixed_interval_s=args.fixed_interval_s, only=args.only,
-                      progress=(lambda m: sys.stderr.write(m + "\n")) if args.verbose else None)
-    sys.stdout.write(f"{args.pair} pair, {len(result.records)} runs, seeds {','.join(map(str, seeds))}\n\n{result.table}\n\n")
-    sys.stdout.write("\n".join(target_check(result.aggregates)) + "\n")
-    for s in result.skipped:
-        sys.stdout.write(f"skipped {s}\n")
-    sys.stdout.write(f"\nreport: {result.report_path}\njson:   {result.json_path}\n")
-    return 0
 
 
 __all__ = ["POLICIES", "Detection", "TeacherAsStudent", "aggregate", "cmd_evaluate", "detections_from_events",
