@@ -322,11 +322,12 @@ class CameraPipeline:
         self.lags: list[float] = []
         self.learner: Any | None = None
         """Shared agreement store + calibration (`tools.calibration.Learner`), set by the runner."""
-        # Thresholds that follow the time of day, load and the teacher's verdicts.  Baseline
-        # policies under evaluation have no thresholds to adapt.
-        self.adaptive: ThresholdController | None = None
-        if s.adaptive.enabled and isinstance(policy, EscalationPolicy):
-            self.adaptive = ThresholdController(s, camera, clock or SystemClock(), live=not replay)
+        # The one owner of the thresholds in force (static, or following the time of day, load and
+        # the teacher's verdicts); the policy reads them from it, a reload goes through it.  Baseline
+        # policies under evaluation have their own fixed knobs.
+        self.thresholds = ThresholdController(s, camera, clock or SystemClock(), live=not replay)
+        if isinstance(policy, EscalationPolicy):
+            policy.follow(self.thresholds)
 
     # -- frames in ------------------------------------------------------------------------
 
@@ -403,8 +404,7 @@ class CameraPipeline:
             stats = self.window.add(report, item)
             self._apply(self.monitor.update(stats))
             queue_state = self.queue.state()
-            if self.adaptive is not None:
-                self._adapt(report, item, queue_state)
+            self._adapt(report, item, queue_state)
             decision = self.policy.evaluate(stats, queue_state)
             self.outputs.decision({
                 "kind": "decision",
@@ -426,13 +426,14 @@ class CameraPipeline:
                 self._escalate(decision, report)
 
     def _adapt(self, report: FrameReport, item: EncodedFrame, queue_state: Any) -> None:
-        in_force, changes = self.adaptive.update(
+        if not self.settings.adaptive.enabled:
+            return
+        in_force, changes = self.thresholds.update(
             report.timestamp,
             brightness=mean_luma(item.frame.image),
             queue=queue_state,
             student_lag_s=max(0.0, self.newest_frame_ts - report.timestamp),
         )
-        self.policy.thresholds = in_force.thresholds
         for change in changes:
             self.outputs.decision({"camera": self.camera, **change.to_json()})
         if in_force.sample_fps != self.sampler.sample_fps:
@@ -502,8 +503,8 @@ class CameraPipeline:
             # Every verdict is a labelled example for calibration and fine-tuning data.
             self.learner.record(result.escalation, verdict, thresholds=self.policy.thresholds_in_force(),
                                 skill_version=self.backends.student.prompt_version)
-        if self.adaptive is not None:
-            self.adaptive.record_verdict(result.escalation.flags, result.escalation.reason, verdict.kind.value,
+        if self.settings.adaptive.enabled:
+            self.thresholds.record_verdict(result.escalation.flags, result.escalation.reason, verdict.kind.value,
                                          self.last_ts, verdict.safety_flags)
         self._apply(self.monitor.apply_verdict(verdict, self.last_ts))
 
@@ -542,9 +543,9 @@ class CameraPipeline:
             s.gate[GateReason.SAFETY_WATCH.value] = s.gate.get(GateReason.SAFETY_WATCH.value, 0) + n
         if self.budget is not None:
             s.budget = self.budget.counters
-        if self.adaptive is not None:
-            self.adaptive.save()
-            s.thresholds = self.adaptive.summary()
+        if self.settings.adaptive.enabled:
+            self.thresholds.save()
+            s.thresholds = self.thresholds.summary()
         s.student_stale_dropped = self.pool.stats.stale_dropped
         s.student_latency_ms_mean = round(sum(self._latencies) / len(self._latencies), 2) if self._latencies else 0.0
         s.ollama_timings_ms = {k: round(v, 1) for k, v in self._timings.items()}
@@ -634,8 +635,8 @@ class Runner:
         if new is None:
             return
         for pipe in pipelines.values():
-            if hasattr(pipe.policy, "thresholds"):
-                pipe.policy.thresholds = Thresholds.from_config(new.escalation, bar=pipe.policy.thresholds.bar)
+            for change in pipe.thresholds.reload(new, pipe.last_ts):
+                pipe.outputs.decision({"camera": pipe.camera, **change.to_json()})
             pipe.monitor.cfg = new.states
             pipe.settings = pipe.settings.model_copy(update={"escalation": new.escalation, "states": new.states, "zones": new.zones})
         for analyzer in (self.backends.student, self.backends.teacher):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.learning.calibration_map import CalibrationMap, Example, Learner, examples_from, fit_calibration, unbiased_examples
-from pipeline.incidents.escalation import FULL_EVIDENCE_PROBABILITY, EscalationPolicy, frame_evidence
+from pipeline.incidents.escalation import FixedThresholds, FULL_EVIDENCE_PROBABILITY, EscalationPolicy, frame_evidence
 from pipeline.records import VerdictKind
 from test_agreement_store import escalation, open_store, scene, verdict
 from test_escalation import escalated_at, replay, report, thresholds
@@ -78,7 +78,7 @@ def test_low_confidence_on_unflagged_frames_still_escalates_calibrated() -> None
 def test_the_scale_survives_adaptive_threshold_replacement_and_is_logged() -> None:
     policy = EscalationPolicy(thresholds(), confidence_calibrated=True)
     assert policy.thresholds_in_force()["confidence"] == "calibrated"
-    policy.thresholds = replace(thresholds(), min_confidence=0.6)  # what adaptive control does each frame
+    policy.follow(FixedThresholds(replace(thresholds(), min_confidence=0.6)))  # the owner's values change
     assert policy.thresholds_in_force()["confidence"] == "calibrated"
     assert policy.thresholds_in_force()["min_confidence"] == 0.6
     policy.confidence_calibrated = False

@@ -43,7 +43,7 @@ import re
 from functools import lru_cache
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Protocol
 
 from pipeline.config import EscalationConfig
 from pipeline.records import ALWAYS_TRIGGERS, Priority, WindowStats, normalise_flag
@@ -549,11 +549,31 @@ def decide(
     return Decision(False, "blip" if hint else "calm", None, current_safety, detail), new_memory
 
 
-class EscalationPolicy:
-    """Per-camera holder of the policy's memory; every decision goes through `decide`."""
+class ThresholdSource(Protocol):
+    """Whoever owns the thresholds in force (`ThresholdController`, static or adaptive)."""
 
-    def __init__(self, thresholds: Thresholds, memory: PolicyMemory | None = None, *, confidence_calibrated: bool = False) -> None:
-        self.thresholds = thresholds
+    def current(self) -> Thresholds: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FixedThresholds:
+    """A source that never changes: tests and evaluation baselines without a controller."""
+
+    thresholds: Thresholds
+
+    def current(self) -> Thresholds:
+        return self.thresholds
+
+
+class EscalationPolicy:
+    """Per-camera holder of the policy's memory; every decision goes through `decide`.
+
+    The policy owns no thresholds: it reads them from their owner at each decision (the runner
+    makes it follow the camera's `ThresholdController`, which a reload updates)."""
+
+    def __init__(self, thresholds: Thresholds | ThresholdSource, memory: PolicyMemory | None = None, *,
+                 confidence_calibrated: bool = False) -> None:
+        self.source: ThresholdSource = FixedThresholds(thresholds) if isinstance(thresholds, Thresholds) else thresholds
         self.confidence_calibrated = confidence_calibrated
         """Set by whoever maps the reports' confidence (the runner, from `Learner.applying`): the
         thresholds in force (which adaptive control replaces) are then read on the calibrated scale."""
@@ -580,9 +600,13 @@ class EscalationPolicy:
             return
         self.memory = suppress(self.memory, flags, until)
 
-    def set_bar(self, bar: int) -> None:
-        """Raise or lower the backpressure bar (e.g. from a load profile)."""
-        self.thresholds = replace(self.thresholds, bar=bar)
+    def follow(self, source: ThresholdSource) -> None:
+        """Read the thresholds in force from ``source`` from now on."""
+        self.source = source
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return self.source.current()
 
     def _effective_thresholds(self) -> Thresholds:
         if not self.confidence_calibrated or self.thresholds.calibrated:

@@ -255,26 +255,13 @@ class ThresholdController:
         *,
         live: bool = False,
     ) -> None:
-        self.settings = settings
-        self.cfg: AdaptiveConfig = settings.adaptive
         self.camera = camera
         self.clock = clock
         self.live = live
         self.state_path = Path(state_path) if state_path is not None else resolve_state_path(settings)
-        self._zone = _zone(self.cfg.timezone)
+        self._configure(settings)
         # Files: t=0 is source_start (or the moment the run starts); live: the clock's now.
         self._origin = _to_epoch(self.cfg.source_start, self._zone) if self.cfg.source_start else clock.wall()
-        self._base = self._period_values(None)
-        self._periods: dict[str, dict[str, Any]] = {DEFAULT_PERIOD: self._base}
-        for name, profile in self.cfg.profiles.items():
-            values = self._period_values(profile)
-            if values["persistence_k"] > values["persistence_n"]:
-                raise ConfigError(
-                    f"adaptive.profiles.{name}: persistence_k ({values['persistence_k']}) must be <= "
-                    f"persistence_n ({values['persistence_n']}) once merged with the escalation section"
-                )
-            self._periods[name] = values
-        self._triggers = Thresholds.from_config(settings.escalation).safety_triggers
         # period state
         self._period = DEFAULT_PERIOD
         self._period_reason = "adaptation disabled" if not self.cfg.enabled else "no profile matches"
@@ -302,11 +289,46 @@ class ThresholdController:
         for name in self._inforce.values():
             self._provenance[name] = {"since": None, "cause": "config"}
 
-    # -- public ------------------------------------------------------------------------
+    def _configure(self, settings: Settings) -> None:
+        """Take the configured values (at start and on reload): periods, base thresholds, triggers."""
+        self.settings = settings
+        self.cfg: AdaptiveConfig = settings.adaptive
+        self._zone = _zone(self.cfg.timezone)
+        self._base = self._period_values(None)
+        self._periods: dict[str, dict[str, Any]] = {DEFAULT_PERIOD: self._base}
+        for name, profile in self.cfg.profiles.items():
+            values = self._period_values(profile)
+            if values["persistence_k"] > values["persistence_n"]:
+                raise ConfigError(
+                    f"adaptive.profiles.{name}: persistence_k ({values['persistence_k']}) must be <= "
+                    f"persistence_n ({values['persistence_n']}) once merged with the escalation section"
+                )
+            self._periods[name] = values
+        self._triggers = Thresholds.from_config(settings.escalation).safety_triggers
+
+        # -- public ------------------------------------------------------------------------
 
     @property
     def in_force(self) -> InForce:
         return self._inforce
+
+    def current(self) -> Thresholds:
+        """The thresholds in force now: what the escalation policy reads at every decision."""
+        return self._inforce.thresholds
+
+    def reload(self, settings: Settings, timestamp: float) -> list[ThresholdChange]:
+        """SIGHUP: the new configuration is the base from now on; feedback and load state carry over.
+
+        Returns what changed (cause ``reload``), like `update` does for adaptation."""
+        self._configure(settings)
+        if self._period not in self._periods:
+            self._period, self._period_reason = DEFAULT_PERIOD, "period removed by reload"
+        new = self._build(timestamp)
+        changes = [replace(ch, cause="reload") for ch in self._diff(self._inforce, new, timestamp, False)]
+        for ch in changes:
+            self._provenance[ch.name] = {"since": timestamp, "cause": "reload"}
+        self._inforce = replace(new, since=timestamp if changes else self._inforce.since)
+        return changes
 
     def local_time(self, timestamp: float) -> datetime:
         """The frame's wall-clock time in the configured zone."""
