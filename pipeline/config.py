@@ -108,7 +108,7 @@ class WindowConfig(_Section):
 class EscalationConfig(_Section):
     min_confidence: float = Field(0.72, ge=0.0, le=1.0, description="Student confidence below this, sustained over the window, escalates.")
     safety_triggers: list[str] = Field(default_factory=lambda: list(DEFAULT_SAFETY_TRIGGERS), description="Flags that are safety triggers (tamper always is one: a blinded camera sees no other hazard).")
-    persistence_k: int = Field(2, ge=1, le=100, description="A safety flag must be in k of the last n analysed frames to escalate.")
+    persistence_k: int = Field(2, ge=1, le=100, description="A safety trigger must be in k of the last n analysed frames to persist: it escalates to the teacher and, without a verdict, moves suspicious → alert (one rule for both).")
     persistence_n: int = Field(3, ge=1, le=100, description="See persistence_k.")
     audit_every: int = Field(120, ge=1, le=100000, description="Send a calm sequence to the teacher every this many analysed frames (samples silent misses).")
     flip_limit: int = Field(4, ge=1, le=1000, description="A flag switching on/off at least this many times in the window escalates.")
@@ -124,8 +124,6 @@ class EscalationConfig(_Section):
 
 class StatesConfig(_Section):
     activity_min_confidence: float = Field(0.3, ge=0.0, le=1.0, description="Observations count as activity only at or above this confidence.")
-    alert_persistence_k: int = Field(2, ge=1, le=100, description="A safety flag in k of the last n reports moves suspicious → alert.")
-    alert_persistence_n: int = Field(3, ge=1, le=100, description="See alert_persistence_k.")
     quiet_after_s: float = Field(4.0, ge=0, le=3600, description="Source seconds without activity or flags before observing/alert ends.")
     cooldown_s: float = Field(10.0, ge=0, le=86400, description="After an alert ends, wait this long before the camera returns to idle.")
 

@@ -30,6 +30,7 @@ from pipeline.frames.budget import BudgetDecision, KeyframeBudget
 from pipeline.frames.encode import encode_frame
 from pipeline.frames.gate import ChangeGate
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
+from pipeline.incidents.evidence import EvidenceReader
 from pipeline.incidents.keyframes import build_escalation, pattern_onset
 from pipeline.incidents.thresholds import ThresholdController, mean_luma
 from pipeline.incidents.window import SlidingWindow
@@ -292,14 +293,6 @@ class CameraPipeline:
         self.gate = ChangeGate(s.gate)
         # With the budget, the gate sees every decoded frame and the budget picks student frames.
         self.budget = KeyframeBudget(s.budget, sample_fps or s.capture.sample_fps) if s.budget.enabled else None
-        self.window = SlidingWindow(camera, s.window.window_s)
-        self.monitor = CameraMonitor(
-            camera,
-            s.states,
-            safety_triggers=s.escalation.safety_triggers,
-            suppress_s=s.escalation.suppress_after_dismiss_s,
-            rearm_after_s=s.escalation.rearm_after_s,
-        )
         self.student_concurrency = s.student.max_concurrent if backends.student.backend != "offline" else 1
         self.pool = StudentPool(backends.student, self.student_concurrency, drop_stale=not replay)
         self.summary = RunSummary(
@@ -328,6 +321,17 @@ class CameraPipeline:
         self.thresholds = ThresholdController(s, camera, clock or SystemClock(), live=not replay)
         if isinstance(policy, EscalationPolicy):
             policy.follow(self.thresholds)
+        # Each report's safety evidence is read once, as it enters the window; the monitor and the
+        # policy read that record, and the same persistence rule from the same thresholds.
+        self.window = SlidingWindow(camera, s.window.window_s, reader=EvidenceReader(s.escalation.safety_triggers))
+        self.monitor = CameraMonitor(
+            camera,
+            s.states,
+            safety_triggers=s.escalation.safety_triggers,
+            suppress_s=s.escalation.suppress_after_dismiss_s,
+            rearm_after_s=s.escalation.rearm_after_s,
+            thresholds=self.thresholds,
+        )
 
     # -- frames in ------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from helpers_video import frame_of, numbered_frame
 from pipeline.clock import ManualClock
 from pipeline.config import Settings, settings_from_dict
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
-from pipeline.records import EncodedFrame, Escalation, FrameReport, StudentAnswer, Verdict, VerdictKind
+from pipeline.records import EncodedFrame, Escalation, FrameReport, StudentAnswer, Verdict
 from pipeline.runner import Backends, CameraPipeline, Outputs, Runner
 from pipeline.teacher.queue import TeacherQueue
 
