@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "calibration": ("pipeline.calibration", "cmd_calibration"),
     "finetune-readiness": ("pipeline.calibration", "cmd_finetune_readiness"),
     "export-dataset": ("pipeline.calibration", "cmd_export_dataset"),
+    "serve": ("pipeline.web.command", "cmd_serve"),
 }
 DEMO_VIDEO = Path(__file__).resolve().parent.parent / "fixtures" / "demo" / "demo.mp4"
 
