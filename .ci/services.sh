@@ -6,6 +6,7 @@
 #   gstreamer1.0-plugins-good      avidemux, jpegdec, rtph264pay, the RTSP/TCP plumbing
 #   gstreamer1.0-plugins-bad       intervideosrc/intervideosink (loops the clip forever)
 #   gstreamer1.0-plugins-ugly      x264enc (the test stream is H.264, like real cameras)
+#   chromium + chromium-driver    the headless browser tests/test_review_browser.py drives through selenium
 # The test clip is MJPG in .avi, so gstreamer1.0-libav is not needed.
 # Idempotent: packages already present are skipped by apt-get; quiet unless something fails.
 set -euo pipefail
@@ -14,6 +15,7 @@ PACKAGES=(
   mosquitto
   python3-gi gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+  chromium chromium-driver
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -55,4 +57,8 @@ Gst.init(None)
 for element in ("intervideosink", "intervideosrc", "x264enc", "rtph264pay", "decodebin", "videoconvert", "avidemux"):
     assert Gst.ElementFactory.find(element) is not None, f"GStreamer element {element} missing"
 PY
-echo "services.sh: mosquitto and the GStreamer RTSP server are ready"
+for browser in /usr/bin/chromium /usr/bin/chromedriver; do
+  [ -x "$browser" ] || { echo "services.sh: $browser missing after install (chromium, chromium-driver)" >&2; exit 1; }
+done
+/usr/bin/chromedriver --version >/dev/null 2>&1 || { echo "services.sh: chromedriver does not run" >&2; exit 1; }
+echo "services.sh: mosquitto, the GStreamer RTSP server and headless chromium are ready"

@@ -329,6 +329,13 @@ class MetricsConfig(_Section):
     port: int = Field(9464, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
 
 
+class WebConfig(_Section):
+    enabled: bool = Field(False, description="Serve the review page (docs/REVIEW.md) during a run with several cameras; `edgewatch serve --out DIR` serves it for any run's folder.")
+    host: str = Field("127.0.0.1", description="Address to listen on; anything but loopback needs a token.")
+    port: int = Field(8765, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
+    token: str | None = Field(None, description="Access token the page asks for (better set EDGEWATCH_WEB__TOKEN); required off loopback.")
+
+
 class Settings(_Section):
     """All of edgewatch's settings.  YAML keys are the field names; unknown keys are errors."""
 
@@ -353,6 +360,7 @@ class Settings(_Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     learning: LearningConfig = Field(default_factory=LearningConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     log_format: Literal["auto", "text", "json"] = Field("auto", description="'auto': text on a terminal, JSON lines otherwise (journald, containers).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Logging level on stderr (state transitions are logged at INFO; they are always in decisions.jsonl).")
 

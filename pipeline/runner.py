@@ -37,6 +37,7 @@ from pipeline.incidents.window import SlidingWindow
 from pipeline.learning.calibration_map import Learner
 from pipeline.records import EncodedFrame, Event, Frame, FrameReport, GateDecision, GateReason, Priority, VerdictKind
 from pipeline.sinks.files import JsonlWriter, SnapshotWriter, prepare_out_dir, write_json_atomically
+from pipeline.sinks.keyframe_archive import KeyframeArchive
 from pipeline.sources.capture import Sampler, open_source
 from pipeline.sources.live import LiveGrabber
 from pipeline.teacher.queue import TeacherQueue
@@ -222,6 +223,7 @@ class Outputs:
         self.events_log = JsonlWriter(out_dir / "events.jsonl")
         self.decisions_log = JsonlWriter(out_dir / "decisions.jsonl")
         self.snapshots = SnapshotWriter(out_dir / "snapshots")
+        self.keyframes = KeyframeArchive(out_dir / "keyframes")
         self.on_event = on_event
         self.mqtt = mqtt
         self.metrics = metrics
@@ -464,6 +466,7 @@ class CameraPipeline:
         counts[decision.reason] = counts.get(decision.reason, 0) + 1
         if self.outputs.metrics is not None:
             self.outputs.metrics.escalation(decision.reason)
+        self.outputs.keyframes.save(escalation)  # what the teacher saw, for the review page
         result = self.queue.submit(escalation)
         self.outputs.decision({
             "kind": "escalation", "id": escalation.id, "camera": self.camera, "t": round(report.timestamp, 3),
@@ -839,6 +842,13 @@ class Runner:
                     "queue_depth": queue.state().depth}
 
         server = self._start_metrics_server(metrics, health)
+        review = None
+        if s.web.enabled:  # the review page (docs/REVIEW.md), live: feedback goes to these controllers
+            from pipeline.web import start_review_server
+
+            review = start_review_server(s, out_dir, clock=self.clock, health=health, mqtt=mqtt,
+                                         latest_jpeg=lambda cid: getattr(pipelines[cid]._current_item, "jpeg", None),
+                                         controllers={cid: p.thresholds for cid, p in pipelines.items()} if s.adaptive.enabled else {})
         switches = self._wire_switches(pipelines)
         wall_start = self.clock.monotonic()
         last_index = {cid: -1 for cid in grabbers}
@@ -882,6 +892,8 @@ class Runner:
                 pipe.summary.frames_read = stats.frames_received
                 pipe.summary.student_stale_dropped += stats.frames_overwritten
             switches()
+            if review is not None:
+                review.close()
             self._finish(queue, pipelines, outputs, out_dir, {}, wall_start, mqtt, server)
         return [p.summary for p in pipelines.values()]
 

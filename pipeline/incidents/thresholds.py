@@ -33,6 +33,7 @@ import tempfile
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, tzinfo
 from pathlib import Path
+from queue import Empty, SimpleQueue
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo
@@ -280,6 +281,8 @@ class ThresholdController:
         self.feedback: dict[str, dict[str, FlagFeedback]] = {}
         self._pending_figures: dict[str, dict[str, Any]] = {}
         self._warned_per_flag = False
+        # Verdicts a person gives on the review page (another thread), counted by `update`.
+        self._submitted: SimpleQueue[tuple[tuple[str, ...], str, str]] = SimpleQueue()
         self._last_save_t: float | None = None
         self._provenance: dict[str, dict[str, Any]] = {}
         self.state_warning: str | None = None
@@ -353,6 +356,7 @@ class ThresholdController:
         self._local_time = local.isoformat(timespec="seconds")
         self._smooth_brightness(timestamp, brightness)
         period_changed = self._update_period(timestamp, local)
+        submitted = self._count_submitted(timestamp)
         self._update_load(timestamp, queue, student_lag_s, cpu_busy)
         new = self._build(timestamp)
         changes = self._diff(self._inforce, new, timestamp, period_changed)
@@ -363,9 +367,9 @@ class ThresholdController:
         else:
             new = replace(new, since=self._inforce.since)
         self._inforce = new
-        if self._last_save_t is None:
+        if self._last_save_t is None and not submitted:
             self._last_save_t = timestamp
-        elif timestamp - self._last_save_t >= self.cfg.save_every_s:
+        elif submitted or timestamp - self._last_save_t >= self.cfg.save_every_s:
             self._last_save_t = timestamp
             self.save()
         return new, changes
@@ -426,6 +430,21 @@ class ThresholdController:
             fb.since_change += 1
             fb.updated_at = ts
             self._adjust(period, key, fb)
+
+    def submit_verdict(self, flags: Iterable[str], reason: str, verdict_kind: Any) -> None:
+        """Thread-safe: a person's verdict from the review page, counted like a teacher's by the next
+        `update` (on the runner's thread) in the period then in force, and saved at once."""
+        self._submitted.put((tuple(flags), reason, str(getattr(verdict_kind, "value", verdict_kind))))
+
+    def _count_submitted(self, timestamp: float) -> bool:
+        counted = False
+        while True:
+            try:
+                flags, reason, kind = self._submitted.get_nowait()
+            except Empty:
+                return counted
+            self.record_verdict(flags, reason, kind, timestamp)
+            counted = True
 
     def thresholds_for(self, period: str) -> InForce:
         """What would be in force in ``period`` now (feedback included, load bar as now)."""
