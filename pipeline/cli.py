@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "calibration": ("pipeline.calibration", "cmd_calibration"),
     "finetune-readiness": ("pipeline.calibration", "cmd_finetune_readiness"),
     "export-dataset": ("pipeline.calibration", "cmd_export_dataset"),
+    "teacher-worker": ("pipeline.fleet.worker", "cmd_teacher_worker"),
 }
 DEMO_VIDEO = Path(__file__).resolve().parent.parent / "fixtures" / "demo" / "demo.mp4"
 
