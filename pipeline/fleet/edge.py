@@ -123,7 +123,8 @@ class FleetTeacherQueue:
             self._bus_up = True
             log.warning("teacher requests go to the bus at %s as box %r", bus.shown_url, box_id)
         except BusError as exc:
-            self._lose_bus_locked(exc)
+            with self._cond:
+                self._lose_bus_locked(exc)
         self._set_bus_metric()
         self._thread = threading.Thread(target=self._bus_main, name="fleet-bus", daemon=True)
         self._thread.start()
