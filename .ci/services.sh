@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # CI: install the real local servers the live tests start on 127.0.0.1 (run as root on Debian 12).
 #   mosquitto                      MQTT broker for tests/test_mqtt.py (started by the tests, never as a daemon)
+#   redis-server                   the escalation bus for tests/test_fleet.py (started by the tests with
+#                                  docs/redis-edgewatch.conf on free ports; any daemon of the package is left alone)
 #   python3-gi + gst-rtsp-server   the GStreamer RTSP server tests/servers.py runs under /usr/bin/python3
 #   gstreamer1.0-plugins-base      decodebin, videoconvert
 #   gstreamer1.0-plugins-good      avidemux, jpegdec, rtph264pay, the RTSP/TCP plumbing
@@ -12,6 +14,7 @@ set -euo pipefail
 
 PACKAGES=(
   mosquitto
+  redis-server
   python3-gi gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
 )
@@ -46,6 +49,8 @@ fi
 
 # Fail here, clearly, rather than as skipped tests: check what the tests actually use.
 command -v mosquitto >/dev/null || { echo "services.sh: mosquitto not on PATH after install" >&2; exit 1; }
+command -v redis-server >/dev/null || { echo "services.sh: redis-server not on PATH after install" >&2; exit 1; }
+redis-server --version | grep -Eq 'v=(6\.[2-9]|[7-9]\.)' || { echo "services.sh: redis-server >= 6.2 needed (XAUTOCLAIM)" >&2; exit 1; }
 /usr/bin/python3 - <<'PY' || { echo "services.sh: GStreamer RTSP server not usable from /usr/bin/python3" >&2; exit 1; }
 import gi
 for ns in ("Gst", "GstRtsp", "GstRtspServer"):
@@ -55,4 +60,4 @@ Gst.init(None)
 for element in ("intervideosink", "intervideosrc", "x264enc", "rtph264pay", "decodebin", "videoconvert", "avidemux"):
     assert Gst.ElementFactory.find(element) is not None, f"GStreamer element {element} missing"
 PY
-echo "services.sh: mosquitto and the GStreamer RTSP server are ready"
+echo "services.sh: mosquitto, redis-server and the GStreamer RTSP server are ready"

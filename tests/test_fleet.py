@@ -169,32 +169,50 @@ def test_unreadable_request_is_named() -> None:
 def test_site_bound_sheds_like_the_local_queue_and_never_safety(redis_server: servers.ServerProcess) -> None:
     settings = fleet_settings(redis_server.port, max_depth=2)
     box_a, box_b = open_box(settings, "a"), open_box(settings, "b")
+    bus = RedisBus(url(redis_server.port))
     results_a: list[Any] = []
     results_b: list[Any] = []
+
+    def on_bus(priority: Priority) -> int:
+        return bus.figures()[priority].length
+
     try:
         audit = synthetic_escalation("a-cam", 3, 1.0)           # AUDIT
         flip = synthetic_escalation("a-cam", 2, 2.0)            # FLAG_FLIP
-        assert (audit.priority, flip.priority) == (Priority.AUDIT, Priority.FLAG_FLIP)
-        for esc in (audit, flip):
-            box_a.submit(esc)
-        assert box_a.wait_idle(0.5) is False  # no worker: they wait on the bus
-        lower = synthetic_escalation("b-cam", 8, 3.0)           # AUDIT again: nothing lower waits -> shed
-        higher = synthetic_escalation("b-cam", 1, 4.0)          # LOW_CONFIDENCE: displaces box a's AUDIT
-        safety = [synthetic_escalation("b-cam", n, 5.0 + n) for n in (0, 5, 10)]  # three SAFETY over the bound
-        for esc in (lower, higher, *safety):
-            box_b.submit(esc)
-        collect(box_b, results_b, lambda r: len(r) >= 1, 10)
+        higher = synthetic_escalation("b-cam", 1, 3.0)          # LOW_CONFIDENCE
+        lower = synthetic_escalation("b-cam", 8, 4.0)           # AUDIT
+        safety = [synthetic_escalation("b-cam", n, 5.0 + n) for n in (0, 5, 10)]
+        assert (audit.priority, flip.priority, higher.priority, lower.priority) == (
+            Priority.AUDIT, Priority.FLAG_FLIP, Priority.LOW_CONFIDENCE, Priority.AUDIT)
+        assert {e.priority for e in safety} == {Priority.SAFETY}
+        box_a.submit(audit)
+        box_a.submit(flip)
+        wait_until(lambda: on_bus(Priority.AUDIT) + on_bus(Priority.FLAG_FLIP) == 2, 10, "box a's requests on the bus")
+        # Full (2): a higher one displaces the oldest of the lowest priority, on another box.
+        assert box_b.submit(higher).outcome == "queued"
         collect(box_a, results_a, lambda r: len(r) >= 1, 10)
-        assert [(r.escalation_id, r.reason) for r in results_b] == [(lower.id, "lowest_priority")]
         assert [(r.escalation_id, r.reason) for r in results_a] == [(audit.id, "displaced")]
+        # Full, and nothing at or below AUDIT waits now: the incoming one is shed.
+        box_b.submit(lower)
+        collect(box_b, results_b, lambda r: len(r) >= 1, 10)
+        assert [(r.escalation_id, r.reason) for r in results_b] == [(lower.id, "lowest_priority")]
         assert all(isinstance(r, ShedRecord) for r in results_a + results_b)
-        figures = RedisBus(url(redis_server.port)).figures()
-        assert figures[Priority.SAFETY].length == 3  # over the bound, none shed or trimmed
+        # Safety over the bound: all three on the bus, none shed or trimmed.
+        for esc in safety:
+            box_b.submit(esc)
+        wait_until(lambda: on_bus(Priority.SAFETY) == 3, 10, "three safety requests on the bus")
+        figures = bus.figures()
         assert sum(f.length for p, f in figures.items() if p < Priority.SAFETY) == 2
+        results_b.extend(box_b.poll())
+        assert len(results_b) == 1
         assert box_b.summary()["fleet"]["shed_by_reason"] == {"lowest_priority": 1}
+        assert box_a.summary()["fleet"]["shed_by_reason"] == {"displaced": 1}
+        wait_until(lambda: box_b.state().depth == 2, 5, "the box to report the site's depth")  # what its policy reads
+        assert box_b.state().capacity == 2
     finally:
         box_a.close(drain=False, timeout_s=1)
         box_b.close(drain=False, timeout_s=1)
+        bus.close()
 
 
 def test_a_verdict_delivered_twice_is_applied_once(redis_server: servers.ServerProcess) -> None:
