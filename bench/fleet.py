@@ -11,7 +11,7 @@ the last answer, the slowest box) and median/p95 verdict latency (queued on the 
 applied there).  Then a run with 2 workers where one is SIGKILLed while it holds a request:
 ``escalations lost`` and ``applied twice`` are counted from what the boxes applied.
 
-    .venv/bin/python bench/fleet.py [--boxes 3] [--cameras 4] [--escalations 5] [--latency-ms 250]
+    .venv/bin/python bench/fleet.py [--boxes 3] [--cameras 4] [--escalations 2] [--latency-ms 2000]
 """
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--boxes", type=int, default=3)
     p.add_argument("--cameras", type=int, default=4, help="per box")
-    p.add_argument("--escalations", type=int, default=5, help="per camera, all sent at once")
-    p.add_argument("--latency-ms", type=int, default=250, help="added to each offline review (stands in for a GPU teacher)")
+    p.add_argument("--escalations", type=int, default=2, help="per camera, all sent at once")
+    p.add_argument("--latency-ms", type=int, default=2000, help="added to each offline review (stands in for a GPU teacher)")
     p.add_argument("--workers", default="1,2,4")
     p.add_argument("--visibility-s", type=float, default=3.0, help="fleet.visibility_timeout_s of the workers")
     args = p.parse_args()
