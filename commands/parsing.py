@@ -26,4 +26,5 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "finetune-readiness": ("commands.learning", "cmd_finetune_readiness"),
     "export-dataset": ("commands.learning", "cmd_export_dataset"),
     "serve": ("commands.serve", "cmd_serve"),
+    "teacher-worker": ("commands.teacher_worker", "cmd_teacher_worker"),
 }

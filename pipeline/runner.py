@@ -712,6 +712,15 @@ class Runner:
         log.warning("metrics on %s/metrics, health on %s/healthz", server.url, server.url)
         return server
 
+    def _teacher_queue(self, metrics: Any, pipelines: dict[str, CameraPipeline]) -> TeacherQueue:
+        """The box's teacher queue; with ``fleet.redis_url`` the Redis bus in front of it (docs/FLEET.md)."""
+        queue = TeacherQueue(self.backends.teacher, self.settings.teacher, self.clock)
+        if not self.settings.fleet.redis_url:
+            return queue
+        from pipeline.fleet.edge import open_fleet_queue
+
+        return open_fleet_queue(queue, self.settings, self.clock, metrics=metrics, pipelines=pipelines)  # type: ignore[return-value]
+
     def _route(self, queue: TeacherQueue, pipelines: dict[str, CameraPipeline]) -> None:
         for result in queue.poll():
             escalation = getattr(result, "escalation", None)
@@ -762,8 +771,8 @@ class Runner:
         source = open_source(source_spec, camera_id=camera, cfg=s.capture, clock=self.clock)
         out_dir, outputs, mqtt, metrics = self._open_outputs()
         replay = not s.capture.realtime
-        queue = TeacherQueue(self.backends.teacher, s.teacher, self.clock)
         pipelines: dict[str, CameraPipeline] = {}
+        queue = self._teacher_queue(metrics, pipelines)
         pipe = CameraPipeline(camera, s, self.backends, queue, outputs, policy=self.policy_factory(s, camera),
                               replay=replay, description=source.description,
                               settle_verdicts=lambda: self._route(queue, pipelines), clock=self.clock)
@@ -812,8 +821,8 @@ class Runner:
         if not cameras:
             raise UsageError("no cameras configured: give a SOURCE or a config with a cameras: list")
         out_dir, outputs, mqtt, metrics = self._open_outputs()
-        queue = TeacherQueue(self.backends.teacher, s.teacher, self.clock)
         pipelines: dict[str, CameraPipeline] = {}
+        queue = self._teacher_queue(metrics, pipelines)
         grabbers: dict[str, Any] = {}
         rng = random.Random()
         for cam in cameras:
