@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fixtures.demo import Fire, LensCover, Lighting, Room, Scene, SteadyLamp, Walker, render_frame
-from pipeline.analyzers import offline as offline_module
+from pipeline.analyzers import offline_student as offline_module
 from pipeline.analyzers.base import Student, Teacher
 from pipeline.analyzers.offline import OfflineStudent, OfflineTeacher
 from pipeline.clock import ManualClock
@@ -78,10 +78,10 @@ def test_student_and_teacher_satisfy_the_protocols_and_name_themselves() -> None
     st = OfflineStudent(OfflineConfig(), [], ManualClock())
     te = OfflineTeacher(OfflineConfig(), [], ManualClock())
     assert isinstance(st, Student) and isinstance(te, Teacher)
-    assert (st.backend, st.model, st.prompt_version) == ("offline", "opencv-offline-student/1", "offline-rules/1")
-    assert (te.backend, te.model) == ("offline", "opencv-offline-teacher/1")
+    assert (st.backend, st.model, st.prompt_version) == ("offline", "opencv-offline-student/2", "offline-rules/2")
+    assert (te.backend, te.model) == ("offline", "opencv-offline-teacher/2")
     report = st.analyze(encoded(render_frame(scene(), 0.0), 0.0))
-    assert (report.backend, report.model, report.camera) == ("offline", "opencv-offline-student/1", "cam0")
+    assert (report.backend, report.model, report.camera) == ("offline", "opencv-offline-student/2", "cam0")
 
 
 # --- student -----------------------------------------------------------------------------
