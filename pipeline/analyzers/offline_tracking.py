@@ -109,7 +109,10 @@ def vote_kind(track: Track, hog_weight: float, hog_threshold: float) -> bool:
     speed = track.relative_speed()
     if upright and speed < WALKER_MAX_SPEED:
         track.shape_votes += 1
-    if hog_weight < hog_threshold and blob.area >= VEHICLE_MIN_AREA and len(track.samples) >= 2:
+    # A figure that drops from upright to low moves fast for a moment: falling, not driving.
+    prev = track.samples[-2][1] if len(track.samples) >= 2 else blob
+    dropping = prev.aspect >= UPRIGHT_ASPECT and blob.h < 0.7 * prev.h
+    if hog_weight < hog_threshold and track.hog_hits == 0 and not dropping and blob.area >= VEHICLE_MIN_AREA and len(track.samples) >= 2:
         wide_and_moving = blob.aspect < 0.9 and speed >= 0.6
         if wide_and_moving or speed >= WALKER_MAX_SPEED:
             track.vehicle_votes += 1
@@ -123,7 +126,7 @@ def update_fall(track: Track, t: float) -> None:
         if blob.aspect >= 1.1 or track.relative_speed() > 1.0:
             track.fallen_since = None  # got up, or the region is something else now
         return
-    if not (track.hog_hits or track.shape_votes >= 2) or track.is_vehicle:
+    if not (track.hog_hits or track.shape_votes >= 2) or track.vehicle_votes > track.shape_votes + track.hog_hits:
         return  # only a figure seen as a person can fall
     if blob.x <= 0.01 or blob.x + blob.w >= 0.99 or blob.y + blob.h >= 0.995:
         track.low_since = None
