@@ -233,7 +233,7 @@ def _fall(frames: list[Keyframe], motions: list[PairMotion], ev: _Evidence) -> N
             quick = g.t - f.t <= 4.0
             if stays and quick:
                 drop = _downward_flow(motions, i, j, up)
-                strength = 0.7 + (0.1 if later else 0.0) + (0.1 if drop >= 0.05 else 0.0) + (0.05 if f.people else 0.0)
+                strength = 0.7 + (0.05 if later else 0.0) + (0.05 if drop >= 0.05 else 0.0) + (0.1 if f.people else 0.0)
                 ev.hold("fall", min(0.95, strength), "person lying on the floor",
                         f"Fall: upright figure at t={f.t:.1f}s (height {up.h:.2f}), lying figure (aspect "
                         f"{down.aspect:.2f}) at t={g.t:.1f}s, downward flow {drop:.2f} body heights"
