@@ -61,11 +61,13 @@ FALL_MIN_WIDENING = 1.3
 """...at least this many times as wide (the body laid out)..."""
 FALL_MAX_FOOT_RISE = 0.35
 """...and its bottom risen by at most this share (on the same floor, not walking away)."""
+FALL_MIN_SHRINK_RATE = 0.5
+"""...losing height at least this share of the standing height per second."""
 FALL_MAX_DESCENT_S = 1.5
 """From the last upright sighting to the first lying one: a fall is fast, lying down is not."""
 FALL_UPRIGHT_MEMORY_S = 4.0
 """How far back an upright sighting may be to stand for the standing height."""
-STAY_DOWN_S = 0.8
+STAY_DOWN_S = 0.5
 """A lying silhouette must stay down this long to be a fall (not a stumble or a lunge)."""
 STILL_SPEED = 0.5
 """Body heights per second below which a mover that faded away was lying still, not leaving."""
@@ -287,14 +289,18 @@ class MotionObserver:
                 break
             if old.aspect >= UPRIGHT_ASPECT and old.h >= MIN_UPRIGHT_HEIGHT and not old.touches_bottom \
                     and not old.touches_side:
+                if last_upright_t is None and old.aspect >= STANDING_ASPECT:
+                    last_upright_t = ts  # clearly standing: the descent is timed from here
                 if last_upright_t is None:
-                    last_upright_t = ts
+                    continue
                 if t - last_upright_t > FALL_MAX_DESCENT_S:
                     return None, 0.0
                 lower = box.h <= FALL_MAX_HEIGHT * old.h and box.y >= old.y + FALL_MIN_TOP_DROP * old.h
                 wider = box.w >= FALL_MIN_WIDENING * old.w
                 same_floor = box.bottom >= old.bottom - FALL_MAX_FOOT_RISE * old.h
-                if lower and wider and same_floor:
+                # Fast: the silhouette loses height at a good share of its standing height per second.
+                fast = (old.h - box.h) / old.h >= FALL_MIN_SHRINK_RATE * (t - ts)
+                if lower and wider and same_floor and fast:
                     return old, t - last_upright_t
         return None, 0.0
 
@@ -350,12 +356,13 @@ def _movers(mask: np.ndarray) -> list[Mover]:
 
 
 def _overlap(a: Mover, b: Mover) -> float:
-    """Intersection over the smaller box (0..1): a mover that changes shape still overlaps itself."""
+    """Intersection over union of two boxes (0..1): when two movers merge, the larger one keeps the merged box."""
     ix = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
     iy = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
     if ix <= 0 or iy <= 0:
         return 0.0
-    return ix * iy / max(1e-9, min(a.w * a.h, b.w * b.h))
+    inter = ix * iy
+    return inter / max(1e-9, a.w * a.h + b.w * b.h - inter)
 
 
 class _Background:
