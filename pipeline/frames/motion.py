@@ -7,17 +7,23 @@ background subtractor, foreground blobs grouped into movers, and movers tracked 
 frame.  Each observed frame yields a `MotionRecord` (immutable) that the pipeline attaches
 to the next frame it sends to the student, and that travels with it into escalations.
 
-A fall, physically: a mover that stood upright (taller than wide, at walking pace) and then,
-within ``FALL_MAX_DESCENT_S``, has its top come down by a good share of its standing height
-while its feet stay on the same floor line and its silhouette turns wider than tall — and
-that stays low afterwards (or is still low when the video ends).  Bending and sitting come
-down slowly or stay compact and come back up; walking away shrinks the whole figure and
-raises its feet; leaving the frame cuts it at the border.  None of those is a fall.
+A fall, physically: a mover that stood steadily upright (clearly taller than wide, its height
+not flickering, at walking pace, whole in the frame) and then, within ``FALL_MAX_DESCENT_S``,
+turns into a silhouette that is clearly wider than tall, much lower and wider than it stood,
+with about the same moving area (the same body, laid out), its bottom on the same floor line,
+having lost height fast (``FALL_MIN_SHRINK_RATE`` standing heights a second) — and that stays
+down for ``STAY_DOWN_S`` (or fades into the background right where it landed, lying still; or
+is still down when the video ends).  Bending and sitting keep the silhouette compact and come
+back up; lying down on purpose is slow; walking away shrinks the whole figure and raises its
+feet; leaving the frame cuts it at the border; a flame flickers.  None of those is a fall.
+
+What it cannot do: separate people who overlap in the image (a fall beside another walker
+merges with them), or see a fall of someone who was already in view, standing still, when the
+observer started (they are part of the learnt background until they move).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -26,8 +32,6 @@ import cv2
 import numpy as np
 
 from pipeline.records import FallSighting, MotionRecord, Mover
-
-log = logging.getLogger(__name__)
 
 #: Seconds of history of the background model: a thing that stops moving joins the
 #: background after roughly a tenth of this (MOG2's default background ratio of 0.9).
@@ -46,6 +50,8 @@ UPRIGHT_ASPECT = 1.3
 STANDING_ASPECT = 1.5
 """A mover counts as a standing figure (a person's shape) from this height over width."""
 MIN_UPRIGHT_SIGHTINGS = 3
+STEADY_HEIGHT = 0.8
+"""Those sightings' heights stay within this ratio of each other (a person does not flicker)."""
 """Observed frames a mover must have stood upright at walking pace before it can fall."""
 LYING_ASPECT = 0.8
 """Height over width at or below which a silhouette is lying (clearly wider than tall)."""
@@ -61,6 +67,9 @@ FALL_MIN_WIDENING = 1.3
 """...at least this many times as wide (the body laid out)..."""
 FALL_MAX_FOOT_RISE = 0.35
 """...and its bottom risen by at most this share (on the same floor, not walking away)."""
+FALL_MIN_AREA_KEPT = 0.4
+FALL_MAX_AREA_GAIN = 3.0
+"""The lying silhouette's moving area, as a share of the standing one's: the same body."""
 FALL_MIN_SHRINK_RATE = 0.5
 """...losing height at least this share of the standing height per second."""
 FALL_MAX_DESCENT_S = 1.5
@@ -71,14 +80,13 @@ STAY_DOWN_S = 0.5
 """A lying silhouette must stay down this long to be a fall (not a stumble or a lunge)."""
 STILL_SPEED = 0.5
 """Body heights per second below which a mover that faded away was lying still, not leaving."""
-RISEN_HEIGHT = 0.6
-"""Upright again at this share of the standing height: got up (or never fell)."""
+RISEN_HEIGHT = 0.35
+"""Taller than wide again at this share of the standing height: sitting or getting up (or it never fell)."""
 STAY_MAX_DRIFT = 0.6
 """While down, the silhouette's centre moves at most this many standing heights from where it landed."""
 DOWN_HOLD_S = 30.0
 """A fallen mover that stops moving joins the background; it is still reported down this long."""
 TRACK_TTL_S = 1.5
-EDGE = 0.01
 
 
 @dataclass
@@ -146,7 +154,6 @@ class MotionObserver:
             return self._record
         moving = self._background.apply(grey)
         fraction = float(moving.mean())
-        self._last_mask = moving
         if fraction >= GLOBAL_CHANGE_FRACTION:
             # The whole view changed: no mover can be told apart; learn the new view from here.
             self._reset()
@@ -281,6 +288,8 @@ class MotionObserver:
         """The upright sighting this lying box fell from (and the descent time), if it is a fall's shape."""
         if tr.upright_seen < MIN_UPRIGHT_SIGHTINGS or box.aspect > LYING_ASPECT or box.touches_bottom:
             return None, 0.0
+        if not _stood_steadily(tr, t):
+            return None, 0.0
         last_upright_t = None
         for ts, old in reversed(tr.samples):
             if ts >= t:
@@ -298,11 +307,20 @@ class MotionObserver:
                 lower = box.h <= FALL_MAX_HEIGHT * old.h and box.y >= old.y + FALL_MIN_TOP_DROP * old.h
                 wider = box.w >= FALL_MIN_WIDENING * old.w
                 same_floor = box.bottom >= old.bottom - FALL_MAX_FOOT_RISE * old.h
+                # The same body, laid out: about as much moving area as when it stood (a flame
+                # that shrinks, or a figure that vanishes behind furniture, loses most of it).
+                same_body = FALL_MIN_AREA_KEPT * old.area <= box.area <= FALL_MAX_AREA_GAIN * old.area
                 # Fast: the silhouette loses height at a good share of its standing height per second.
                 fast = (old.h - box.h) / old.h >= FALL_MIN_SHRINK_RATE * (t - ts)
-                if lower and wider and same_floor and fast:
+                if lower and wider and same_floor and same_body and fast:
                     return old, t - last_upright_t
         return None, 0.0
+
+
+def _stood_steadily(tr: _Track, t: float) -> bool:
+    """The last few upright sightings before ``t`` kept their height: a body, not a flickering flame."""
+    heights = [b.h for ts, b in tr.samples if ts < t and b.aspect >= STANDING_ASPECT][-MIN_UPRIGHT_SIGHTINGS:]
+    return len(heights) >= MIN_UPRIGHT_SIGHTINGS and min(heights) >= STEADY_HEIGHT * max(heights)
 
 
 def _sighting(tr: _Track, t: float, how: str) -> FallSighting:
