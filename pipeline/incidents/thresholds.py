@@ -137,22 +137,11 @@ class ThresholdChange:
     old: Any
     new: Any
     cause: str
-    """'profile', 'load' or 'fp_feedback'."""
+    """'profile', 'load', 'fp_feedback' or 'reload'.  Written to the decision log as a
+    `pipeline.sinks.decision_log.ThresholdChangeLine`."""
     period: str
     figures: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": "threshold_change",
-            "camera": self.camera,
-            "t": round(self.timestamp, 3),
-            "name": self.name,
-            "old": self.old,
-            "new": self.new,
-            "cause": self.cause,
-            "period": self.period,
-            "figures": self.figures,
-        }
 
 
 @dataclass
