@@ -788,6 +788,8 @@ class Runner:
                 switches()
                 if metrics is not None:
                     metrics.set_teacher_queue_depth(queue.state().depth)
+                    if mqtt is not None:
+                        metrics.set_mqtt_queue(len(mqtt.queue), mqtt.queue.stats.dropped_oldest)
                 if self.display is not None:
                     self.display.show(frame, pipe.monitor.state, pipe.window.stats() if pipe.summary.frames_analysed else None)
                 if max_frames is not None and pipe.summary.frames_sampled >= max_frames:
@@ -872,6 +874,8 @@ class Runner:
                 switches()
                 if metrics is not None:
                     metrics.set_teacher_queue_depth(queue.state().depth)
+                    if mqtt is not None:
+                        metrics.set_mqtt_queue(len(mqtt.queue), mqtt.queue.stats.dropped_oldest)
                 if max_frames is not None and all(p.summary.frames_sampled >= max_frames for p in pipelines.values()):
                     for p in pipelines.values():
                         p.summary.stopped_early = f"--max-frames {max_frames}"

@@ -30,7 +30,7 @@ import logging
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from pathlib import Path
 from queue import Empty, SimpleQueue
@@ -55,9 +55,6 @@ FLAG_FLIP_KEY = "@flag_flip"
 STATE_VERSION = 1
 STATE_FILE_NAME = "thresholds_state.json"
 
-#: Does `Thresholds` carry per-flag persistence?  Until it does, per-flag k is computed,
-#: logged and shown but cannot reach the policy (a warning says so once).
-PER_FLAG_K_SUPPORTED = "persistence_k_by_flag" in {f.name for f in fields(Thresholds)}
 
 
 def mean_luma(image: np.ndarray) -> float:
@@ -121,7 +118,6 @@ class InForce:
             "brightness": None if self.brightness is None else round(self.brightness, 1),
             "thresholds": self.thresholds.to_json(),
             "persistence_k_by_flag": dict(sorted(self.persistence_k_by_flag.items())),
-            "per_flag_k_applied": PER_FLAG_K_SUPPORTED,
             "gate_block_min_change": self.gate_block_min_change,
             "sample_fps": self.sample_fps,
         }
@@ -269,7 +265,6 @@ class ThresholdController:
         # feedback state: period -> key -> FlagFeedback
         self.feedback: dict[str, dict[str, FlagFeedback]] = {}
         self._pending_figures: dict[str, dict[str, Any]] = {}
-        self._warned_per_flag = False
         # Verdicts a person gives on the review page (another thread), counted by `update`.
         self._submitted: SimpleQueue[tuple[tuple[str, ...], str, str]] = SimpleQueue()
         self._last_save_t: float | None = None
@@ -607,13 +602,6 @@ class ThresholdController:
             if flag_k != k:
                 by_flag[key] = flag_k
         base = Thresholds.from_config(self.settings.escalation)
-        kwargs: dict[str, Any] = {}
-        if PER_FLAG_K_SUPPORTED:
-            kwargs["persistence_k_by_flag"] = MappingProxyType(dict(by_flag))
-        elif by_flag and not self._warned_per_flag:
-            self._warned_per_flag = True
-            log.warning("%s: per-flag persistence %s is computed but not applied: Thresholds has no persistence_k_by_flag",
-                        self.camera, by_flag)
         thresholds = replace(
             base,
             min_confidence=values["min_confidence"],
@@ -622,7 +610,7 @@ class ThresholdController:
             audit_every=values["audit_every"],
             flip_limit=values["flip_limit"],
             bar=self._bar,
-            **kwargs,
+            persistence_k_by_flag=MappingProxyType(dict(by_flag)),
         )
         return InForce(
             camera=self.camera,
