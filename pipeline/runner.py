@@ -32,7 +32,8 @@ from pipeline.frames.gate import ChangeGate
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
 from pipeline.incidents.evidence import EvidenceReader
 from pipeline.incidents.keyframes import build_escalation, pattern_onset
-from pipeline.incidents.thresholds import ThresholdController, mean_luma
+from pipeline.incidents.thresholds import ThresholdController
+from pipeline.incidents.periods import mean_luma
 from pipeline.incidents.window import SlidingWindow
 from pipeline.learning.calibration_map import Learner
 from pipeline.records import EncodedFrame, Event, Frame, FrameReport, GateDecision, GateReason, Priority, VerdictKind
