@@ -245,9 +245,10 @@ class Outputs:
             event = replace(event, snapshot=snapshot)
         if event.phase == "end":
             self._snapshot_by_event.pop(event.id, None)
-        self.events_log.write(event.to_json())
+        line = event.to_json()  # once per event line: the log and MQTT send the same JSON
+        self.events_log.write(line)
         if self.mqtt is not None:
-            self.mqtt.publish_event(event)
+            self.mqtt.publish_event(event, line)
         if self.metrics is not None:
             self.metrics.event(event.camera, event.phase)
         if self.on_event is not None:
