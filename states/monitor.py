@@ -39,7 +39,9 @@ Guards (each names its reason in the `Transition` it produces, with the figures 
   (alert first, explanation later); the verdict updates the same event id.
 * ``teacher_confirmed`` → alert (or → observing when neither the escalation nor the
   teacher names a safety flag: nothing to alert about);
-  ``teacher_dismissed`` → observing (the flag pattern is suppressed for ``suppress_s``);
+  ``teacher_dismissed`` → observing (the dismissal *covers* the frames the teacher saw, up to
+  its last keyframe: they stop counting as evidence; later or stronger frames count again and
+  alert on their own — `pipeline.incidents.verdicts`);
   ``teacher_unverified`` → alert marked unverified (or → observing without a safety flag).
 * ``verdict_timeout`` escalated → alert (review ``unverified``) when no verdict came within
   ``verdict_timeout_s`` (60 s of source time) and an alert is pending or a trigger still
@@ -78,7 +80,8 @@ from typing import Any, Literal
 from transitions import Machine
 
 from pipeline.config import StatesConfig
-from pipeline.incidents.escalation import Onsets, drop_patterns_with, match_safety, track_onsets
+from pipeline.incidents.escalation import Onsets, match_safety, track_onsets
+from pipeline.incidents.verdicts import Coverage, prune, uncovered
 from pipeline.records import (
     ALWAYS_TRIGGERS,
     MODEL_ERROR_FLAG,
@@ -108,6 +111,9 @@ _TRIGGER_CACHE_SIZE = 1024
 
 #: Escalations remembered for matching late verdicts; the oldest are forgotten beyond this.
 MAX_PENDING = 256
+
+#: Analysed reports remembered for k-of-n persistence (more than any sensible n).
+MAX_FRAMES = 128
 
 PERSON_WORDS: frozenset[str] = frozenset({
     "person", "persons", "people", "man", "men", "woman", "women", "child", "children", "kid", "kids",
@@ -238,14 +244,12 @@ class CameraMonitor:
         cfg: StatesConfig,
         safety_triggers: Iterable[str],
         *,
-        suppress_s: float = 30.0,
         verdict_timeout_s: float = VERDICT_TIMEOUT_S,
         rearm_after_s: float = 2.0,
     ) -> None:
         self.camera = camera
         self.cfg = cfg
         self.triggers: frozenset[str] = frozenset(normalise_flag(f) for f in safety_triggers if f and f.strip()) | ALWAYS_TRIGGERS
-        self.suppress_s = max(0.0, float(suppress_s))
         self.verdict_timeout_s = float(verdict_timeout_s)
         self.rearm_after_s = max(0.0, float(rearm_after_s))
         self._onsets = Onsets()
@@ -259,7 +263,10 @@ class CameraMonitor:
         self._activity: _OpenEvent | None = None
         self._alerts: dict[str, _OpenEvent] = {}
         self._pending: dict[str, _Pending] = {}
-        self._suppressed: dict[frozenset[str], float] = {}
+        self._coverages: tuple[Coverage, ...] = ()
+        """What the teacher's dismissals covered (`pipeline.incidents.verdicts`)."""
+        self._frames: list[tuple[float, float, frozenset[str]]] = []
+        """(source time, confidence, flags) of the newest analysed reports, for k-of-n persistence."""
         self._alert_ended_at: dict[str, float] = {}
         self._event_counter = 0
         self._carried = 0
@@ -296,13 +303,15 @@ class CameraMonitor:
         t = self._advance(stats.timestamp)
         self._stats = stats
         self._carried = 0
+        self._frames = [f for f in self._frames if t - f[0] <= stats.window_s][-(MAX_FRAMES - 1):]
+        self._frames.append((float(stats.timestamp), stats.confidence_last, stats.active_flags))
         self._onsets, new_onsets = track_onsets(self._onsets, self._triggers_in(stats.active_flags), t, self.rearm_after_s)
-        if new_onsets and self._suppressed:
+        if new_onsets and self._coverages:
             # The same rule as the escalation policy: a flag back after a real absence is a new
-            # incident, and an earlier dismissal does not hide it.
-            self._suppressed = drop_patterns_with(self._suppressed, new_onsets)
-            log.info("%s t=%.2f: %s back after an absence: dismissal no longer applies", self.camera, t, sorted(new_onsets))
-        flags = self._live_triggers(stats.active_flags, t)
+            # incident, and an earlier dismissal does not speak for it.
+            self._coverages = tuple(c for c in self._coverages if not (c.flags & new_onsets))
+        self._coverages = prune(self._coverages, t - stats.window_s)
+        flags = self._live_now(stats)
         activity = self._activity_kind(stats)
         if activity is not None or flags:
             self._last_activity_ts = t
@@ -324,7 +333,7 @@ class CameraMonitor:
         t = self._advance(timestamp)
         if self._stats is not None:
             # Same scene as the last analysed frame: carry its activity and flags forward.
-            if self._live_triggers(self._stats.active_flags, t):
+            if self._live_now(self._stats):
                 if advanced:
                     self._carried += 1
                 self._last_flag_ts = t
@@ -384,8 +393,11 @@ class CameraMonitor:
                     ev.escalation_ids.add(escalation_id)
         return self._flush()
 
-    def apply_verdict(self, verdict: Verdict, timestamp: float) -> MonitorOutput:
-        """Apply the teacher's verdict on an escalation (confirmed / dismissed / unverified)."""
+    def apply_verdict(self, verdict: Verdict, timestamp: float, coverage: Coverage | None = None) -> MonitorOutput:
+        """Apply the teacher's verdict on an escalation (confirmed / dismissed / unverified).
+
+        A dismissal covers ``coverage`` (the frames the teacher saw, `verdicts.coverage_of`);
+        without it, every frame up to the verdict's arrival at any confidence."""
         t = self._time(timestamp)
         resolved = [p for p in self._pending.values()
                     if p.escalation_id == verdict.escalation_id
@@ -417,7 +429,7 @@ class CameraMonitor:
         if verdict.kind == VerdictKind.CONFIRMED:
             self._verdict_confirmed(t, context)
         elif verdict.kind == VerdictKind.DISMISSED:
-            self._verdict_dismissed(t, context, escalated_flags)
+            self._verdict_dismissed(t, context, escalated_flags, coverage)
         else:
             self._verdict_unverified(t, context)
         return self._flush()
@@ -433,15 +445,11 @@ class CameraMonitor:
             self._activity = None
         return self._flush()
 
-    def is_suppressed(self, flags: Iterable[str], timestamp: float) -> bool:
-        """True when every one of ``flags`` belongs to a pattern the teacher dismissed less than
-        ``suppress_s`` ago (an empty set is never suppressed)."""
-        norm = frozenset(f for f in (normalise_flag(x) for x in flags) if f)
-        if not norm:
-            return False
-        live = self._suppressed_flags(timestamp)
-        canonical = self._triggers_in(norm)
-        return norm <= live or (bool(canonical) and canonical <= live)
+    def is_covered(self, flags: Iterable[str], timestamp: float, confidence: float) -> bool:
+        """True when a teacher's dismissal speaks for every safety trigger ``flags`` name on a
+        frame at ``timestamp`` with ``confidence`` (no trigger named: False)."""
+        canonical = self._triggers_in(frozenset(f for f in (normalise_flag(x) for x in flags) if f))
+        return bool(canonical) and not uncovered(canonical, timestamp, confidence, self._coverages)
 
     # ==================================================================================
     # Driving the machine
@@ -522,14 +530,6 @@ class CameraMonitor:
     # Evidence
     # ==================================================================================
 
-    def _suppressed_flags(self, t: float) -> set[str]:
-        for pattern in [p for p, until in self._suppressed.items() if until <= t]:
-            del self._suppressed[pattern]
-        live: set[str] = set()
-        for pattern in self._suppressed:
-            live |= pattern
-        return live
-
     def _triggers_in(self, flags: frozenset[str]) -> frozenset[str]:
         """The canonical trigger names ``flags`` speak of, matched exactly as the escalation
         policy matches them (synonyms, negation: ``person_fall`` → fall, ``no_fire`` → nothing)."""
@@ -543,19 +543,23 @@ class CameraMonitor:
             self._trigger_cache[flags] = hit
         return hit
 
-    def _live_triggers(self, flags: frozenset[str], t: float) -> frozenset[str]:
-        """Safety triggers among ``flags`` that the teacher has not recently dismissed."""
+    def _live_triggers(self, flags: frozenset[str], at: float, confidence: float) -> frozenset[str]:
+        """Safety triggers among ``flags`` (of a frame at source time ``at``) that no dismissal covers."""
         hits = self._triggers_in(flags)
-        if hits and self._suppressed:
-            hits = hits - self._suppressed_flags(t)
+        if hits and self._coverages:
+            hits = uncovered(hits, at, confidence, self._coverages)
         return hits
+
+    def _live_now(self, stats: WindowStats) -> frozenset[str]:
+        """Live triggers of the newest report (a gate-skipped frame shows that same report)."""
+        return self._live_triggers(stats.active_flags, stats.timestamp, stats.confidence_last)
 
     def _activity_kind(self, stats: WindowStats) -> str | None:
         if stats.confidence_last >= self.cfg.activity_min_confidence:
             kind = activity_kind(stats.observations)
             if kind is not None:
                 return kind
-        if self._live_triggers(stats.active_flags, self._now):
+        if self._live_now(stats):
             return "motion"
         return None
 
@@ -564,13 +568,13 @@ class CameraMonitor:
         if stats is None:
             return {}
         n = self.cfg.alert_persistence_n
-        recent = stats.recent_flags[-n:]
-        if self._carried and stats.recent_flags:
+        recent = self._frames[-n:]
+        if self._carried and self._frames:
             # Each gate-skipped frame since shows the same scene: one more report with those flags.
-            recent = (recent + (stats.recent_flags[-1],) * min(self._carried, n))[-n:]
+            recent = (recent + [self._frames[-1]] * min(self._carried, n))[-n:]
         counts: dict[str, int] = {}
-        for flags in recent:
-            for f in self._live_triggers(flags, t):
+        for at, confidence, flags in recent:
+            for f in self._live_triggers(flags, at, confidence):
                 counts[f] = counts.get(f, 0) + 1
         return {f: c for f, c in sorted(counts.items()) if c >= self.cfg.alert_persistence_k}
 
@@ -585,7 +589,7 @@ class CameraMonitor:
         kind = self._activity_kind(stats)
         if kind is None:
             return False
-        flags = sorted(self._live_triggers(stats.active_flags, self._now))
+        flags = sorted(self._live_now(stats))
         if flags:
             reason = f"safety flag {', '.join(flags)} in view"
         else:
@@ -599,7 +603,7 @@ class CameraMonitor:
         if stats is None:
             return False
         t = event.kwargs["timestamp"]
-        flags = sorted(self._live_triggers(stats.active_flags, t))
+        flags = sorted(self._live_now(stats))
         if not flags:
             return False
         return self._pass(
@@ -815,13 +819,17 @@ class CameraMonitor:
             # A confirmed alert lasts at least quiet_after_s from the verdict.
             self._last_flag_ts = max(self._last_flag_ts, t)
 
-    def _verdict_dismissed(self, t: float, ctx: dict[str, Any], escalated_flags: frozenset[str]) -> None:
+    def _verdict_dismissed(self, t: float, ctx: dict[str, Any], escalated_flags: frozenset[str],
+                           coverage: Coverage | None) -> None:
         verdict: Verdict = ctx["verdict"]
-        # Both the flags as sent and their canonical trigger names, so "person_fall" suppresses fall.
-        pattern = frozenset(escalated_flags) | self._triggers_in(frozenset(escalated_flags))
-        if pattern and self.suppress_s > 0:
-            self._suppressed[pattern] = max(self._suppressed.get(pattern, -math.inf), t + self.suppress_s)
-            log.info("%s: pattern %s suppressed until t=%.2f after dismissal", self.camera, sorted(pattern), t + self.suppress_s)
+        # Canonical trigger names, so a dismissed "person_fall" covers fall.
+        if coverage is None:
+            coverage = Coverage(flags=self._triggers_in(frozenset(escalated_flags)), until=t, strength=1.0,
+                                escalation_id=verdict.escalation_id)
+        if coverage.flags:
+            self._coverages += (coverage,)
+            log.info("%s: dismissal covers %s up to t=%.2f (confidence <= %.2f)", self.camera, sorted(coverage.flags),
+                     coverage.until, coverage.strength)
         why = ctx["why"]
         for ev in ctx["linked"]:
             ev.explanation = verdict.explanation
