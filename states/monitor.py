@@ -80,8 +80,8 @@ from typing import Any, Literal
 from transitions import Machine
 
 from pipeline.config import StatesConfig
-from pipeline.incidents.escalation import Onsets, match_safety, track_onsets
-from pipeline.incidents.verdicts import Coverage, prune, uncovered
+from pipeline.incidents.escalation import Onsets, gate_corroborated, match_safety, track_onsets
+from pipeline.incidents.verdicts import Coverage, prune, review_after_dismissal, review_on_escalation, uncovered
 from pipeline.records import (
     ALWAYS_TRIGGERS,
     MODEL_ERROR_FLAG,
@@ -385,7 +385,7 @@ class CameraMonitor:
             # shows a confirmed alert must not put that alert back in doubt: only a new
             # safety escalation re-opens review of an alert.
             if safety or (ev.type in canonical and ev.review != Review.CONFIRMED):
-                self._mark_review(ev, escalation_id, Review.PENDING_REVIEW, why)
+                self._mark_review(ev, escalation_id, review_on_escalation(ev.review), why)
         if safety:
             for kind in types:
                 if kind not in self._alerts:
@@ -576,6 +576,8 @@ class CameraMonitor:
         for at, confidence, flags in recent:
             for f in self._live_triggers(flags, at, confidence):
                 counts[f] = counts.get(f, 0) + 1
+        for f in gate_corroborated(self._live_now(stats), stats.scene_change_kind):
+            counts[f] = max(counts.get(f, 0), self.cfg.alert_persistence_k)
         return {f: c for f, c in sorted(counts.items()) if c >= self.cfg.alert_persistence_k}
 
     # ==================================================================================
@@ -833,8 +835,10 @@ class CameraMonitor:
         why = ctx["why"]
         for ev in ctx["linked"]:
             ev.explanation = verdict.explanation
-            self._mark_review(ev, verdict.escalation_id, Review.DISMISSED, why, force=True)
+            self._mark_review(ev, verdict.escalation_id, review_after_dismissal(ev.review), why, force=True)
             self._end_alert_event(ev.type, t, why)
+            # A dismissed alert was never reported as real: the teacher naming its type later is new, not a repeat.
+            self._alert_ended_at.pop(ev.type, None)
         if self.state in ("escalated", "alert"):
             self.trigger("teacher_dismissed", timestamp=t, stats=self._stats, context=ctx)
 

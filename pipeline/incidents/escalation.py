@@ -364,6 +364,14 @@ def frame_evidence(confidence: float, calibrated: bool) -> float:
     return min(1.0, max(0.0, confidence) / FULL_EVIDENCE_PROBABILITY)
 
 
+def gate_corroborated(live_flags: frozenset[str], scene_change_kind: str | None) -> frozenset[str]:
+    """Safety flags of the newest frame that a second, independent witness backs at once: a
+    ``tamper`` flag on a frame the change gate itself read as the view being covered, moved or
+    replaced.  A cut is an instant — one frame shows it — so waiting for k of n frames would
+    never alert on it; with the gate's pixel comparison agreeing, one frame is enough."""
+    return frozenset({"tamper"}) if scene_change_kind == "tamper" and "tamper" in live_flags else frozenset()
+
+
 def backpressure_level(queue: QueueState, bar: int = 0) -> int:
     """0 normal … 3 (see module doc); the larger of the queue's level and the raised bar."""
     level = 0
@@ -435,6 +443,8 @@ def decide(
         persisting = frozenset(t for t, w in safety_weight.items() if w >= thresholds.k_for(t) - 1e-9)
     else:
         persisting = frozenset(t for t, c in safety_counts.items() if c >= thresholds.k_for(t))
+    if evidence and is_new_frame:
+        persisting |= gate_corroborated(evidence[-1], stats.scene_change_kind)
     any_evidence = any(evidence)
 
     # -- low confidence, sustained --------------------------------------------------------
