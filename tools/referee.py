@@ -21,10 +21,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tools.labels import ClipLabels, LabelledEvent, is_safety_type
+from tools.labels import ClipLabels, LabelledEvent
 
 BEFORE_S = 1.0
 AFTER_S = 2.0
+#: The referee's safety types (real_clips.py's SAFETY).
+SAFETY = frozenset({"fall", "fire", "smoke", "tamper", "intrusion", "weapon", "blood"})
+
+
+def is_safety_type(t: str) -> bool:
+    return t in SAFETY
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,4 +125,4 @@ def per_type_table(scores: Mapping[str, RefereeScore]) -> str:
     return "\n".join(rows)
 
 
-__all__ = ["AFTER_S", "BEFORE_S", "EventLine", "RefereeScore", "event_lines", "per_type_table", "score"]
+__all__ = ["AFTER_S", "BEFORE_S", "SAFETY", "is_safety_type", "EventLine", "RefereeScore", "event_lines", "per_type_table", "score"]
