@@ -108,7 +108,7 @@ class WindowConfig(_Section):
 class EscalationConfig(_Section):
     min_confidence: float = Field(0.72, ge=0.0, le=1.0, description="Student confidence below this, sustained over the window, escalates.")
     safety_triggers: list[str] = Field(default_factory=lambda: list(DEFAULT_SAFETY_TRIGGERS), description="Flags that are safety triggers (tamper always is one: a blinded camera sees no other hazard).")
-    persistence_k: int = Field(2, ge=1, le=100, description="A safety flag must be in k of the last n analysed frames to escalate.")
+    persistence_k: int = Field(2, ge=1, le=100, description="A safety trigger must be in k of the last n analysed frames to persist: it escalates to the teacher and, without a verdict, moves suspicious → alert (one rule for both).")
     persistence_n: int = Field(3, ge=1, le=100, description="See persistence_k.")
     audit_every: int = Field(120, ge=1, le=100000, description="Send a calm sequence to the teacher every this many analysed frames (samples silent misses).")
     flip_limit: int = Field(4, ge=1, le=1000, description="A flag switching on/off at least this many times in the window escalates.")
@@ -125,8 +125,6 @@ class EscalationConfig(_Section):
 
 class StatesConfig(_Section):
     activity_min_confidence: float = Field(0.3, ge=0.0, le=1.0, description="Observations count as activity only at or above this confidence.")
-    alert_persistence_k: int = Field(2, ge=1, le=100, description="A safety flag in k of the last n reports moves suspicious → alert.")
-    alert_persistence_n: int = Field(3, ge=1, le=100, description="See alert_persistence_k.")
     quiet_after_s: float = Field(4.0, ge=0, le=3600, description="Source seconds without activity or flags before observing/alert ends.")
     cooldown_s: float = Field(10.0, ge=0, le=86400, description="After an alert ends, wait this long before the camera returns to idle.")
 
@@ -351,6 +349,27 @@ class MetricsConfig(_Section):
     port: int = Field(9464, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
 
 
+class WebConfig(_Section):
+    enabled: bool = Field(False, description="Serve the review page (docs/REVIEW.md) during a run with several cameras; `edgewatch serve --out DIR` serves it for any run's folder.")
+    host: str = Field("127.0.0.1", description="Address to listen on; anything but loopback needs a token.")
+    port: int = Field(8765, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
+    token: str | None = Field(None, description="Access token the page asks for (better set EDGEWATCH_WEB__TOKEN); required off loopback.")
+
+
+class FleetConfig(_Section):
+    """Edge boxes sharing teacher workers through Redis Streams (docs/FLEET.md)."""
+
+    redis_url: str = Field("", description="Redis URL of the escalation bus (redis://[:password@]host:6379/0); empty: this box uses its own teacher queue only.")
+    box_id: str = Field("", description="This edge box's name on the bus (its reply stream); empty: the host name.")
+    stream_prefix: str = Field("edgewatch", min_length=1, description="Prefix of every stream and group name, so several sites can share one Redis.")
+    max_depth: int = Field(200, ge=1, le=1000000, description="Site-wide bound on non-safety requests waiting or in review; beyond it the local queue's shedding rules apply across the site (safety is never shed or trimmed).")
+    visibility_timeout_s: float = Field(30.0, ge=1.0, le=3600, description="A request a worker has not touched for this long (it died) is reclaimed by another worker; live workers renew their claim every third of it.")
+    reply_timeout_s: float = Field(120.0, ge=1.0, le=86400, description="While Redis is unreachable, a request sent before the loss and unanswered this long is reviewed by the box's own teacher instead.")
+    reconnect_s: float = Field(2.0, gt=0, le=600, description="While Redis is unreachable, try it again this often.")
+    socket_timeout_s: float = Field(2.0, gt=0, le=60, description="Timeout of one Redis command or connection attempt.")
+    reply_max_len: int = Field(10000, ge=100, le=10000000, description="Each box's reply stream keeps about this many entries at most (replies are deleted once applied; the bound only matters for a box that is gone).")
+
+
 class Settings(_Section):
     """All of edgewatch's settings.  YAML keys are the field names; unknown keys are errors."""
 
@@ -375,7 +394,9 @@ class Settings(_Section):
     live: LiveConfig = Field(default_factory=LiveConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
     learning: LearningConfig = Field(default_factory=LearningConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     log_format: Literal["auto", "text", "json"] = Field("auto", description="'auto': text on a terminal, JSON lines otherwise (journald, containers).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Logging level on stderr (state transitions are logged at INFO; they are always in decisions.jsonl).")
 

@@ -29,7 +29,8 @@ from pipeline.errors import ConfigError, EdgewatchError, UsageError
 from pipeline.frames.budget import BudgetDecision, KeyframeBudget
 from pipeline.frames.encode import encode_frame
 from pipeline.frames.gate import ChangeGate
-from pipeline.incidents.escalation import EscalationPolicy, Thresholds, match_safety
+from pipeline.incidents.escalation import EscalationPolicy, Thresholds
+from pipeline.incidents.evidence import EvidenceReader, match_safety
 from pipeline.incidents.keyframes import build_escalation, pattern_onset
 from pipeline.incidents.thresholds import ThresholdController, mean_luma
 from pipeline.incidents.verdicts import coherent, coverage_of
@@ -37,6 +38,7 @@ from pipeline.incidents.window import SlidingWindow
 from pipeline.learning.calibration_map import Learner
 from pipeline.records import EncodedFrame, Event, Frame, FrameReport, GateDecision, GateReason, Priority, VerdictKind
 from pipeline.sinks.files import JsonlWriter, SnapshotWriter, prepare_out_dir, write_json_atomically
+from pipeline.sinks.keyframe_archive import KeyframeArchive
 from pipeline.sources.capture import Sampler, open_source
 from pipeline.sources.live import LiveGrabber
 from pipeline.teacher.queue import TeacherQueue
@@ -222,6 +224,7 @@ class Outputs:
         self.events_log = JsonlWriter(out_dir / "events.jsonl")
         self.decisions_log = JsonlWriter(out_dir / "decisions.jsonl")
         self.snapshots = SnapshotWriter(out_dir / "snapshots")
+        self.keyframes = KeyframeArchive(out_dir / "keyframes")
         self.on_event = on_event
         self.mqtt = mqtt
         self.metrics = metrics
@@ -293,13 +296,6 @@ class CameraPipeline:
         self.gate = ChangeGate(s.gate)
         # With the budget, the gate sees every decoded frame and the budget picks student frames.
         self.budget = KeyframeBudget(s.budget, sample_fps or s.capture.sample_fps) if s.budget.enabled else None
-        self.window = SlidingWindow(camera, s.window.window_s)
-        self.monitor = CameraMonitor(
-            camera,
-            s.states,
-            safety_triggers=s.escalation.safety_triggers,
-            rearm_after_s=s.escalation.rearm_after_s,
-        )
         self.student_concurrency = s.student.max_concurrent if backends.student.backend != "offline" else 1
         self.pool = StudentPool(backends.student, self.student_concurrency, drop_stale=not replay)
         self.summary = RunSummary(
@@ -322,11 +318,22 @@ class CameraPipeline:
         self.lags: list[float] = []
         self.learner: Any | None = None
         """Shared agreement store + calibration (`tools.calibration.Learner`), set by the runner."""
-        # Thresholds that follow the time of day, load and the teacher's verdicts.  Baseline
-        # policies under evaluation have no thresholds to adapt.
-        self.adaptive: ThresholdController | None = None
-        if s.adaptive.enabled and isinstance(policy, EscalationPolicy):
-            self.adaptive = ThresholdController(s, camera, clock or SystemClock(), live=not replay)
+        # The one owner of the thresholds in force (static, or following the time of day, load and
+        # the teacher's verdicts); the policy reads them from it, a reload goes through it.  Baseline
+        # policies under evaluation have their own fixed knobs.
+        self.thresholds = ThresholdController(s, camera, clock or SystemClock(), live=not replay)
+        if isinstance(policy, EscalationPolicy):
+            policy.follow(self.thresholds)
+        # Each report's safety evidence is read once, as it enters the window; the monitor and the
+        # policy read that record, and the same persistence rule from the same thresholds.
+        self.window = SlidingWindow(camera, s.window.window_s, reader=EvidenceReader(s.escalation.safety_triggers))
+        self.monitor = CameraMonitor(
+            camera,
+            s.states,
+            safety_triggers=s.escalation.safety_triggers,
+            rearm_after_s=s.escalation.rearm_after_s,
+            thresholds=self.thresholds,
+        )
 
     # -- frames in ------------------------------------------------------------------------
 
@@ -403,8 +410,7 @@ class CameraPipeline:
             stats = self.window.add(report, item)
             self._apply(self.monitor.update(stats))
             queue_state = self.queue.state()
-            if self.adaptive is not None:
-                self._adapt(report, item, queue_state)
+            self._adapt(report, item, queue_state)
             decision = self.policy.evaluate(stats, queue_state)
             self.outputs.decision({
                 "kind": "decision",
@@ -426,13 +432,14 @@ class CameraPipeline:
                 self._escalate(decision, report)
 
     def _adapt(self, report: FrameReport, item: EncodedFrame, queue_state: Any) -> None:
-        in_force, changes = self.adaptive.update(
+        if not self.settings.adaptive.enabled:
+            return
+        in_force, changes = self.thresholds.update(
             report.timestamp,
             brightness=mean_luma(item.frame.image),
             queue=queue_state,
             student_lag_s=max(0.0, self.newest_frame_ts - report.timestamp),
         )
-        self.policy.thresholds = in_force.thresholds
         for change in changes:
             self.outputs.decision({"camera": self.camera, **change.to_json()})
         if in_force.sample_fps != self.sampler.sample_fps:
@@ -459,6 +466,7 @@ class CameraPipeline:
         counts[decision.reason] = counts.get(decision.reason, 0) + 1
         if self.outputs.metrics is not None:
             self.outputs.metrics.escalation(decision.reason)
+        self.outputs.keyframes.save(escalation)  # what the teacher saw, for the review page
         result = self.queue.submit(escalation)
         self.outputs.decision({
             "kind": "escalation", "id": escalation.id, "camera": self.camera, "t": round(report.timestamp, 3),
@@ -509,13 +517,13 @@ class CameraPipeline:
             # Every verdict is a labelled example for calibration and fine-tuning data.
             self.learner.record(result.escalation, verdict, thresholds=self.policy.thresholds_in_force(),
                                 skill_version=self.backends.student.prompt_version)
-        if self.adaptive is not None:
-            self.adaptive.record_verdict(result.escalation.flags, result.escalation.reason, verdict.kind.value,
+        if self.settings.adaptive.enabled:
+            self.thresholds.record_verdict(result.escalation.flags, result.escalation.reason, verdict.kind.value,
                                          self.last_ts, verdict.safety_flags)
         self._apply(self.monitor.apply_verdict(verdict, self.last_ts, coverage))
 
     def _match_safety(self, flags: Any, observations: Any) -> frozenset[str]:
-        return match_safety(flags, observations, self.monitor.triggers)
+        return match_safety(flags, observations, self.window.reader.triggers)
 
     def backend_switch(self, switch: Any) -> None:
         self.summary.backend_switches += 1
@@ -552,9 +560,9 @@ class CameraPipeline:
             s.gate[GateReason.SAFETY_WATCH.value] = s.gate.get(GateReason.SAFETY_WATCH.value, 0) + n
         if self.budget is not None:
             s.budget = self.budget.counters
-        if self.adaptive is not None:
-            self.adaptive.save()
-            s.thresholds = self.adaptive.summary()
+        if self.settings.adaptive.enabled:
+            self.thresholds.save()
+            s.thresholds = self.thresholds.summary()
         s.student_stale_dropped = self.pool.stats.stale_dropped
         s.student_latency_ms_mean = round(sum(self._latencies) / len(self._latencies), 2) if self._latencies else 0.0
         s.ollama_timings_ms = {k: round(v, 1) for k, v in self._timings.items()}
@@ -644,8 +652,8 @@ class Runner:
         if new is None:
             return
         for pipe in pipelines.values():
-            if hasattr(pipe.policy, "thresholds"):
-                pipe.policy.thresholds = Thresholds.from_config(new.escalation, bar=pipe.policy.thresholds.bar)
+            for change in pipe.thresholds.reload(new, pipe.last_ts):
+                pipe.outputs.decision({"camera": pipe.camera, **change.to_json()})
             pipe.monitor.cfg = new.states
             pipe.settings = pipe.settings.model_copy(update={"escalation": new.escalation, "states": new.states, "zones": new.zones})
         for analyzer in (self.backends.student, self.backends.teacher):
@@ -714,6 +722,15 @@ class Runner:
         log.warning("metrics on %s/metrics, health on %s/healthz", server.url, server.url)
         return server
 
+    def _teacher_queue(self, metrics: Any, pipelines: dict[str, CameraPipeline]) -> TeacherQueue:
+        """The box's teacher queue; with ``fleet.redis_url`` the Redis bus in front of it (docs/FLEET.md)."""
+        queue = TeacherQueue(self.backends.teacher, self.settings.teacher, self.clock)
+        if not self.settings.fleet.redis_url:
+            return queue
+        from pipeline.fleet.edge import open_fleet_queue
+
+        return open_fleet_queue(queue, self.settings, self.clock, metrics=metrics, pipelines=pipelines)  # type: ignore[return-value]
+
     def _route(self, queue: TeacherQueue, pipelines: dict[str, CameraPipeline]) -> None:
         for result in queue.poll():
             escalation = getattr(result, "escalation", None)
@@ -764,8 +781,8 @@ class Runner:
         source = open_source(source_spec, camera_id=camera, cfg=s.capture, clock=self.clock)
         out_dir, outputs, mqtt, metrics = self._open_outputs()
         replay = not s.capture.realtime
-        queue = TeacherQueue(self.backends.teacher, s.teacher, self.clock)
         pipelines: dict[str, CameraPipeline] = {}
+        queue = self._teacher_queue(metrics, pipelines)
         pipe = CameraPipeline(camera, s, self.backends, queue, outputs, policy=self.policy_factory(s, camera),
                               replay=replay, description=source.description,
                               settle_verdicts=lambda: self._route(queue, pipelines), clock=self.clock)
@@ -814,8 +831,8 @@ class Runner:
         if not cameras:
             raise UsageError("no cameras configured: give a SOURCE or a config with a cameras: list")
         out_dir, outputs, mqtt, metrics = self._open_outputs()
-        queue = TeacherQueue(self.backends.teacher, s.teacher, self.clock)
         pipelines: dict[str, CameraPipeline] = {}
+        queue = self._teacher_queue(metrics, pipelines)
         grabbers: dict[str, Any] = {}
         rng = random.Random()
         for cam in cameras:
@@ -844,6 +861,13 @@ class Runner:
                     "queue_depth": queue.state().depth}
 
         server = self._start_metrics_server(metrics, health)
+        review = None
+        if s.web.enabled:  # the review page (docs/REVIEW.md), live: feedback goes to these controllers
+            from pipeline.web import start_review_server
+
+            review = start_review_server(s, out_dir, clock=self.clock, health=health, mqtt=mqtt,
+                                         latest_jpeg=lambda cid: getattr(pipelines[cid]._current_item, "jpeg", None),
+                                         controllers={cid: p.thresholds for cid, p in pipelines.items()} if s.adaptive.enabled else {})
         switches = self._wire_switches(pipelines)
         wall_start = self.clock.monotonic()
         last_index = {cid: -1 for cid in grabbers}
@@ -887,6 +911,8 @@ class Runner:
                 pipe.summary.frames_read = stats.frames_received
                 pipe.summary.student_stale_dropped += stats.frames_overwritten
             switches()
+            if review is not None:
+                review.close()
             self._finish(queue, pipelines, outputs, out_dir, {}, wall_start, mqtt, server)
         return [p.summary for p in pipelines.values()]
 

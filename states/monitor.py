@@ -18,17 +18,19 @@ Guards (each names its reason in the `Transition` it produces, with the figures 
 * ``notice_activity`` idle → observing: the newest report shows activity — an observation
   clause naming something present or moving (`ACTIVITY_WORDS`, not negated by a
   `QUIET_WORDS` word earlier in the clause) at confidence ≥ ``activity_min_confidence``,
-  or a (non-suppressed) safety flag.  Starts an *activity event* (person / vehicle / motion).
+  or a safety flag no dismissal covers.  Starts an *activity event* (person / vehicle / motion).
 * ``raise_suspicion`` observing/cooldown → suspicious: the newest report's flags name a
-  safety trigger (``safety_triggers`` ∪ ``tamper``) that is not suppressed.  Flags are
-  matched exactly as the escalation policy matches them (`pipeline.incidents.escalation.match_safety`:
+  safety trigger (``safety_triggers`` ∪ ``tamper``) that no dismissal covers.  Flags are
+  matched exactly as the escalation policy matches them (`pipeline.incidents.evidence.match_safety`:
   ``person_fall`` → fall, ``no_fire`` → nothing), so monitor and policy agree on what a
   safety flag is; events are typed by the canonical trigger name.  ``model_error`` is
   not a trigger: a failed analysis never alerts; it only *holds* the current state (it is
   no evidence that things went quiet).
 * ``persist_alert`` suspicious → alert: a trigger flag is in ≥ k of the last n reports
-  (``alert_persistence_k``/``_n``).  One alert event per persisting flag type.  Used when
-  the runner has not escalated (teacher disabled, or before its decision).
+  (``escalation.persistence_k``/``_n`` in force, the same rule the policy escalates on), or
+  ``tamper`` on a frame the change gate read as a tamper change (`evidence.gate_corroborated`:
+  an instant has one frame).  One alert event per persisting flag type.  Used when the runner
+  has not escalated (teacher disabled, or before its decision).
 * ``calm_down`` suspicious → observing: no trigger flag for ``quiet_after_s``.
 * ``go_quiet`` observing → idle: no activity for ``quiet_after_s``; the activity event ends.
 * ``end_alert`` alert → cooldown: no trigger flag for ``quiet_after_s``; alert events end.
@@ -72,19 +74,18 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from transitions import Machine
 
-from pipeline.config import StatesConfig
-from pipeline.incidents.escalation import Onsets, gate_corroborated, match_safety, track_onsets
-from pipeline.incidents.verdicts import Coverage, prune, review_after_dismissal, review_on_escalation, uncovered
+from pipeline.config import EscalationConfig, StatesConfig
+from pipeline.incidents.escalation import FixedThresholds, Onsets, Thresholds, ThresholdSource, track_onsets
+from pipeline.incidents.evidence import gate_corroborated, match_safety, persisting
+from pipeline.incidents.verdicts import Coverage, prune, review_after_dismissal, review_on_escalation, uncover, uncovered
 from pipeline.records import (
     ALWAYS_TRIGGERS,
-    MODEL_ERROR_FLAG,
     Event,
     ReviewStatus,
     Transition,
@@ -112,30 +113,7 @@ _TRIGGER_CACHE_SIZE = 1024
 #: Escalations remembered for matching late verdicts; the oldest are forgotten beyond this.
 MAX_PENDING = 256
 
-#: Analysed reports remembered for k-of-n persistence (more than any sensible n).
-MAX_FRAMES = 128
 
-PERSON_WORDS: frozenset[str] = frozenset({
-    "person", "persons", "people", "man", "men", "woman", "women", "child", "children", "kid", "kids",
-    "pedestrian", "pedestrians", "someone", "somebody", "human", "humans", "intruder", "worker", "crowd",
-})
-VEHICLE_WORDS: frozenset[str] = frozenset({
-    "vehicle", "vehicles", "car", "cars", "truck", "trucks", "van", "bus", "bicycle", "bicycles", "bike",
-    "bikes", "motorcycle", "motorbike", "scooter", "forklift",
-})
-MOTION_WORDS: frozenset[str] = frozenset({
-    "motion", "moving", "moves", "moved", "movement", "walking", "walks", "running", "runs", "animal",
-    "animals", "dog", "cat", "bird", "entering", "leaving", "object", "blob",
-})
-#: Words naming something present or moving.
-ACTIVITY_WORDS: frozenset[str] = PERSON_WORDS | VEHICLE_WORDS | MOTION_WORDS
-#: Words that negate activity named later in the same clause ("no person", "empty room").
-QUIET_WORDS: frozenset[str] = frozenset({
-    "no", "not", "nobody", "nothing", "none", "empty", "static", "without", "unchanged", "absent", "vacant",
-})
-
-_CLAUSES = re.compile(r"[,;.:!?/|]+")
-_WORDS = re.compile(r"[a-z]+")
 
 Review = ReviewStatus
 
@@ -148,26 +126,6 @@ class MonitorOutput:
     events: tuple[Event, ...] = ()
 
 
-def activity_kind(observations: Iterable[str]) -> str | None:
-    """``person``, ``vehicle`` or ``motion`` when the observations show activity, else None.
-
-    An observation is split into clauses; a clause shows activity when it names something
-    present or moving that no quiet word ("no", "empty", ...) before it negates.
-    """
-    found: set[str] = set()
-    for text in observations:
-        for clause in _CLAUSES.split(text.lower()):
-            negated = False
-            for word in _WORDS.findall(clause):
-                if word in QUIET_WORDS:
-                    negated = True
-                elif not negated and word in ACTIVITY_WORDS:
-                    found.add("person" if word in PERSON_WORDS else "vehicle" if word in VEHICLE_WORDS else "motion")
-    if "person" in found:
-        return "person"
-    if "vehicle" in found:
-        return "vehicle"
-    return "motion" if found else None
 
 
 @dataclass(slots=True)
@@ -246,10 +204,15 @@ class CameraMonitor:
         *,
         verdict_timeout_s: float = VERDICT_TIMEOUT_S,
         rearm_after_s: float = 2.0,
+        thresholds: ThresholdSource | None = None,
     ) -> None:
         self.camera = camera
         self.cfg = cfg
         self.triggers: frozenset[str] = frozenset(normalise_flag(f) for f in safety_triggers if f and f.strip()) | ALWAYS_TRIGGERS
+        # The persistence rule (k of n, per flag) is read from the thresholds in force, the same
+        # ones the escalation policy reads: one rule, one owner.
+        self.thresholds: ThresholdSource = thresholds or FixedThresholds(Thresholds.from_config(
+            EscalationConfig(safety_triggers=sorted(self.triggers))))
         self.verdict_timeout_s = float(verdict_timeout_s)
         self.rearm_after_s = max(0.0, float(rearm_after_s))
         self._onsets = Onsets()
@@ -265,8 +228,6 @@ class CameraMonitor:
         self._pending: dict[str, _Pending] = {}
         self._coverages: tuple[Coverage, ...] = ()
         """What the teacher's dismissals covered (`pipeline.incidents.verdicts`)."""
-        self._frames: list[tuple[float, float, frozenset[str]]] = []
-        """(source time, confidence, flags) of the newest analysed reports, for k-of-n persistence."""
         self._alert_ended_at: dict[str, float] = {}
         self._event_counter = 0
         self._carried = 0
@@ -303,9 +264,7 @@ class CameraMonitor:
         t = self._advance(stats.timestamp)
         self._stats = stats
         self._carried = 0
-        self._frames = [f for f in self._frames if t - f[0] <= stats.window_s][-(MAX_FRAMES - 1):]
-        self._frames.append((float(stats.timestamp), stats.confidence_last, stats.active_flags))
-        self._onsets, new_onsets = track_onsets(self._onsets, self._triggers_in(stats.active_flags), t, self.rearm_after_s)
+        self._onsets, new_onsets = track_onsets(self._onsets, self._evidence_triggers(stats), t, self.rearm_after_s)
         if new_onsets and self._coverages:
             # The same rule as the escalation policy: a flag back after a real absence is a new
             # incident, and an earlier dismissal does not speak for it.
@@ -480,7 +439,7 @@ class CameraMonitor:
         """A failed analysis (flag model_error, nothing observed) is no evidence that things went
         quiet: it holds the current state instead of letting quiet timers run.  It never starts
         anything either (from idle it stays idle)."""
-        failed = MODEL_ERROR_FLAG in stats.active_flags and not stats.observations and not live_flags
+        failed = stats.evidence is not None and stats.evidence.failed and not live_flags
         if not failed or self.state == "idle":
             return
         self._last_activity_ts = t
@@ -543,42 +502,42 @@ class CameraMonitor:
             self._trigger_cache[flags] = hit
         return hit
 
-    def _live_triggers(self, flags: frozenset[str], at: float, confidence: float) -> frozenset[str]:
-        """Safety triggers among ``flags`` (of a frame at source time ``at``) that no dismissal covers."""
-        hits = self._triggers_in(flags)
-        if hits and self._coverages:
-            hits = uncovered(hits, at, confidence, self._coverages)
+    def _live_now(self, stats: WindowStats) -> frozenset[str]:
+        """Safety triggers of the newest report that no dismissal covers (a gate-skipped frame
+        shows that same report)."""
+        hits = self._evidence_triggers(stats)
+        if hits and self._coverages and stats.evidence is not None:
+            hits = uncovered(hits, stats.evidence.timestamp, stats.evidence.confidence, self._coverages)
         return hits
 
-    def _live_now(self, stats: WindowStats) -> frozenset[str]:
-        """Live triggers of the newest report (a gate-skipped frame shows that same report)."""
-        return self._live_triggers(stats.active_flags, stats.timestamp, stats.confidence_last)
-
     def _activity_kind(self, stats: WindowStats) -> str | None:
-        if stats.confidence_last >= self.cfg.activity_min_confidence:
-            kind = activity_kind(stats.observations)
-            if kind is not None:
-                return kind
+        evidence = stats.evidence
+        if evidence is not None and evidence.activity is not None and stats.confidence_last >= self.cfg.activity_min_confidence:
+            return evidence.activity
         if self._live_now(stats):
             return "motion"
         return None
 
+    def _evidence_triggers(self, stats: WindowStats) -> frozenset[str]:
+        """The newest frame's safety triggers, as the window read them (flags and observations)."""
+        return stats.evidence.triggers & self.triggers if stats.evidence is not None else frozenset()
+
     def _persisting(self, stats: WindowStats | None, t: float) -> dict[str, int]:
-        """Trigger flags in ≥ k of the last n reports → how many of the n carry each."""
+        """Triggers in ≥ k of the last n reports (the shared rule, `evidence.persisting`) → their count."""
         if stats is None:
             return {}
-        n = self.cfg.alert_persistence_n
-        recent = self._frames[-n:]
-        if self._carried and self._frames:
-            # Each gate-skipped frame since shows the same scene: one more report with those flags.
-            recent = (recent + [self._frames[-1]] * min(self._carried, n))[-n:]
-        counts: dict[str, int] = {}
-        for at, confidence, flags in recent:
-            for f in self._live_triggers(flags, at, confidence):
-                counts[f] = counts.get(f, 0) + 1
-        for f in gate_corroborated(self._live_now(stats), stats.scene_change_kind):
-            counts[f] = max(counts.get(f, 0), self.cfg.alert_persistence_k)
-        return {f: c for f, c in sorted(counts.items()) if c >= self.cfg.alert_persistence_k}
+        rule = self.thresholds.current()
+        recent = stats.recent_evidence[-rule.persistence_n:]
+        if self._carried and recent:
+            # Each gate-skipped frame since shows the same scene: one more report with that evidence.
+            recent = (recent + (recent[-1],) * min(self._carried, rule.persistence_n))[-rule.persistence_n:]
+        # Frames a dismissal covered are answered; later (or stronger) frames count again.
+        recent = uncover(recent, self._coverages)
+        found = {f: int(round(c)) for f, c in persisting(recent, rule).items() if f in self.triggers}
+        # An instant the gate backs (a cut, a covered lens) alerts on its one frame.
+        for f in gate_corroborated(recent[-1]) - found.keys() if recent else ():
+            found[f] = rule.k_for(f)
+        return dict(sorted(found.items()))
 
     # ==================================================================================
     # Guards (conditions): each passing guard names its reason and figures
@@ -620,11 +579,12 @@ class CameraMonitor:
         persisting = self._persisting(stats, t)
         if not persisting:
             return False
-        k, n = self.cfg.alert_persistence_k, self.cfg.alert_persistence_n
+        rule = self.thresholds.current()
+        k, n = rule.persistence_k, rule.persistence_n
         detail = ", ".join(f"{f} in {c} of last {n}" for f, c in persisting.items())
         return self._pass(f"safety flag persisted ({detail}; need {k} of {n})",
                           persisting=persisting, k=k, n=n,
-                          recent_flags=[sorted(s) for s in (stats.recent_flags[-n:] if stats else ())])
+                          recent_triggers=[sorted(e.triggers) for e in (stats.recent_evidence[-n:] if stats else ())])
 
     def _g_flags_quiet(self, event: Any) -> bool:
         t = event.kwargs["timestamp"]
@@ -880,7 +840,7 @@ class CameraMonitor:
     def _start_alert(self, kind: str, t: float, reason: str, *, review: ReviewStatus = Review.NOT_REVIEWED,
                      explanation: str = "", confidence: float | None = None) -> _OpenEvent:
         stats = self._stats
-        in_view = stats is not None and kind in self._triggers_in(stats.active_flags)
+        in_view = stats is not None and kind in self._evidence_triggers(stats)
         flags = {kind} | (set(stats.active_flags) if stats is not None and in_view else set())
         peak = confidence if confidence is not None else (stats.confidence_last if stats is not None and in_view else 0.0)
         ev = _OpenEvent(id=self._next_id(kind), type=kind, severity="alert", start=t, flags=flags,
@@ -985,4 +945,4 @@ _TRANSITIONS: list[dict[str, Any]] = [
     _t("teacher_unverified", "escalated", "observing", "_g_verdict_calm", "_after_verdict_calm"),
 ]
 
-__all__ = ["CameraMonitor", "MonitorOutput", "STATES", "VERDICT_TIMEOUT_S", "activity_kind"]
+__all__ = ["CameraMonitor", "MonitorOutput", "STATES", "VERDICT_TIMEOUT_S"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.incidents.escalation import match_safety
+from pipeline.incidents.evidence import match_safety
 from pipeline.incidents.verdicts import Coverage, coherent, coverage_of, covers, may_reask, uncovered
 from pipeline.records import Escalation, FrameReport, Priority, Verdict, VerdictKind
 
@@ -175,3 +175,51 @@ def test_65_frames_of_fire_never_lose_the_alert_the_student_alone_raises(tmp_pat
     gaps = [b - a for a, b in zip(teacher.reviews, teacher.reviews[1:])]
     assert min(gaps) >= 2.0 - 1e-6  # the re-ask rate limit (escalation.reask_after_s)
     assert len(teacher.reviews) <= FIRE_FRAMES / SAMPLE_FPS / 2.0 + 1
+
+
+# --------------------------------------------------------------------------------------
+# An instant the gate backs: a tamper flag on the frame the gate read as a cut
+# --------------------------------------------------------------------------------------
+
+
+def _cut_window_and_monitor():  # noqa: ANN202
+    from pipeline.config import EscalationConfig, StatesConfig
+    from pipeline.incidents.escalation import EscalationPolicy, FixedThresholds, QueueState, Thresholds
+    from pipeline.incidents.window import SlidingWindow
+    from pipeline.records import EncodedFrame, Frame, GateDecision, GateReason
+    from states.monitor import CameraMonitor
+
+    rule = Thresholds.from_config(EscalationConfig(persistence_k=2, persistence_n=3))
+    window = SlidingWindow("c", 10.0)
+    monitor = CameraMonitor("c", StatesConfig(), safety_triggers=rule.safety_triggers, thresholds=FixedThresholds(rule))
+    policy = EscalationPolicy(rule)
+
+    def step(t: float, flags: tuple[str, ...], gate_kind: str | None):  # noqa: ANN202
+        frame = Frame(source_id="c", index=int(t * 10), timestamp=t, image=None)  # type: ignore[arg-type]
+        gate = (GateDecision(True, GateReason.GLOBAL_CHANGE, 80.0, 0.9, global_kind=gate_kind) if gate_kind
+                else GateDecision(True, GateReason.CHANGE, 10.0))
+        item = EncodedFrame(frame=frame, jpeg=b"", b64="", width=1, height=1, gate=gate)
+        stats = window.add(student(t, flags, 0.9), item)
+        return monitor.update(stats), policy.evaluate(stats, QueueState(depth=0, capacity=10))
+
+    return step
+
+
+def test_a_tamper_flag_the_gate_backs_alerts_on_its_one_frame_and_the_teacher_is_asked_once_it_persists() -> None:
+    step = _cut_window_and_monitor()
+    step(0.0, (), None)
+    step(0.5, (), None)
+    out, decision = step(1.0, ("tamper",), "tamper")
+    assert [e.type for e in out.events if e.severity == "alert" and e.phase == "new"] == ["tamper"]
+    assert not decision.escalate  # one frame of a cut is no sequence for the teacher to judge
+    _, decision = step(1.5, ("tamper",), None)
+    assert decision.escalate and decision.reason == "safety:tamper"
+
+
+def test_a_tamper_flag_without_the_gate_or_the_gate_without_a_flag_waits_for_k_of_n() -> None:
+    step = _cut_window_and_monitor()
+    step(0.0, (), None)
+    out, _ = step(0.5, ("tamper",), None)
+    assert not [e for e in out.events if e.severity == "alert"]
+    out, _ = step(1.0, (), "tamper")
+    assert not [e for e in out.events if e.severity == "alert"]

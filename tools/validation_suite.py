@@ -21,7 +21,7 @@ observations and flags (a sequence is judged as a whole, as the escalation windo
   rubric (`JUDGE_RUBRIC`), 0..4, scaled to 0..1.
 
 **Safety** is scored apart, as weighted recall and precision over the flags the pipeline would
-act on: `pipeline.incidents.escalation.match_safety` over the answer's flags *and* observations (synonyms,
+act on: `pipeline.incidents.evidence.match_safety` over the answer's flags *and* observations (synonyms,
 negation), exactly what triggers an escalation — never mere string presence.
 """
 
@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.config import CaptureConfig, EncodeConfig
 from pipeline.frames.encode import encode_frame
 from pipeline.errors import EdgewatchError
-from pipeline.incidents.escalation import match_safety
+from pipeline.incidents.evidence import match_safety
 from pipeline.records import SAFETY_FLAGS, EncodedFrame, Frame, FrameReport, GateDecision, GateReason, normalise_flag
 
 log = logging.getLogger("edgewatch.validation")

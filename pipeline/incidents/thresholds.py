@@ -33,6 +33,7 @@ import tempfile
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, tzinfo
 from pathlib import Path
+from queue import Empty, SimpleQueue
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo
@@ -255,26 +256,13 @@ class ThresholdController:
         *,
         live: bool = False,
     ) -> None:
-        self.settings = settings
-        self.cfg: AdaptiveConfig = settings.adaptive
         self.camera = camera
         self.clock = clock
         self.live = live
         self.state_path = Path(state_path) if state_path is not None else resolve_state_path(settings)
-        self._zone = _zone(self.cfg.timezone)
+        self._configure(settings)
         # Files: t=0 is source_start (or the moment the run starts); live: the clock's now.
         self._origin = _to_epoch(self.cfg.source_start, self._zone) if self.cfg.source_start else clock.wall()
-        self._base = self._period_values(None)
-        self._periods: dict[str, dict[str, Any]] = {DEFAULT_PERIOD: self._base}
-        for name, profile in self.cfg.profiles.items():
-            values = self._period_values(profile)
-            if values["persistence_k"] > values["persistence_n"]:
-                raise ConfigError(
-                    f"adaptive.profiles.{name}: persistence_k ({values['persistence_k']}) must be <= "
-                    f"persistence_n ({values['persistence_n']}) once merged with the escalation section"
-                )
-            self._periods[name] = values
-        self._triggers = Thresholds.from_config(settings.escalation).safety_triggers
         # period state
         self._period = DEFAULT_PERIOD
         self._period_reason = "adaptation disabled" if not self.cfg.enabled else "no profile matches"
@@ -293,6 +281,8 @@ class ThresholdController:
         self.feedback: dict[str, dict[str, FlagFeedback]] = {}
         self._pending_figures: dict[str, dict[str, Any]] = {}
         self._warned_per_flag = False
+        # Verdicts a person gives on the review page (another thread), counted by `update`.
+        self._submitted: SimpleQueue[tuple[tuple[str, ...], str, str]] = SimpleQueue()
         self._last_save_t: float | None = None
         self._provenance: dict[str, dict[str, Any]] = {}
         self.state_warning: str | None = None
@@ -302,11 +292,46 @@ class ThresholdController:
         for name in self._inforce.values():
             self._provenance[name] = {"since": None, "cause": "config"}
 
-    # -- public ------------------------------------------------------------------------
+    def _configure(self, settings: Settings) -> None:
+        """Take the configured values (at start and on reload): periods, base thresholds, triggers."""
+        self.settings = settings
+        self.cfg: AdaptiveConfig = settings.adaptive
+        self._zone = _zone(self.cfg.timezone)
+        self._base = self._period_values(None)
+        self._periods: dict[str, dict[str, Any]] = {DEFAULT_PERIOD: self._base}
+        for name, profile in self.cfg.profiles.items():
+            values = self._period_values(profile)
+            if values["persistence_k"] > values["persistence_n"]:
+                raise ConfigError(
+                    f"adaptive.profiles.{name}: persistence_k ({values['persistence_k']}) must be <= "
+                    f"persistence_n ({values['persistence_n']}) once merged with the escalation section"
+                )
+            self._periods[name] = values
+        self._triggers = Thresholds.from_config(settings.escalation).safety_triggers
+
+        # -- public ------------------------------------------------------------------------
 
     @property
     def in_force(self) -> InForce:
         return self._inforce
+
+    def current(self) -> Thresholds:
+        """The thresholds in force now: what the escalation policy reads at every decision."""
+        return self._inforce.thresholds
+
+    def reload(self, settings: Settings, timestamp: float) -> list[ThresholdChange]:
+        """SIGHUP: the new configuration is the base from now on; feedback and load state carry over.
+
+        Returns what changed (cause ``reload``), like `update` does for adaptation."""
+        self._configure(settings)
+        if self._period not in self._periods:
+            self._period, self._period_reason = DEFAULT_PERIOD, "period removed by reload"
+        new = self._build(timestamp)
+        changes = [replace(ch, cause="reload") for ch in self._diff(self._inforce, new, timestamp, False)]
+        for ch in changes:
+            self._provenance[ch.name] = {"since": timestamp, "cause": "reload"}
+        self._inforce = replace(new, since=timestamp if changes else self._inforce.since)
+        return changes
 
     def local_time(self, timestamp: float) -> datetime:
         """The frame's wall-clock time in the configured zone."""
@@ -331,6 +356,7 @@ class ThresholdController:
         self._local_time = local.isoformat(timespec="seconds")
         self._smooth_brightness(timestamp, brightness)
         period_changed = self._update_period(timestamp, local)
+        submitted = self._count_submitted(timestamp)
         self._update_load(timestamp, queue, student_lag_s, cpu_busy)
         new = self._build(timestamp)
         changes = self._diff(self._inforce, new, timestamp, period_changed)
@@ -341,9 +367,9 @@ class ThresholdController:
         else:
             new = replace(new, since=self._inforce.since)
         self._inforce = new
-        if self._last_save_t is None:
+        if self._last_save_t is None and not submitted:
             self._last_save_t = timestamp
-        elif timestamp - self._last_save_t >= self.cfg.save_every_s:
+        elif submitted or timestamp - self._last_save_t >= self.cfg.save_every_s:
             self._last_save_t = timestamp
             self.save()
         return new, changes
@@ -404,6 +430,21 @@ class ThresholdController:
             fb.since_change += 1
             fb.updated_at = ts
             self._adjust(period, key, fb)
+
+    def submit_verdict(self, flags: Iterable[str], reason: str, verdict_kind: Any) -> None:
+        """Thread-safe: a person's verdict from the review page, counted like a teacher's by the next
+        `update` (on the runner's thread) in the period then in force, and saved at once."""
+        self._submitted.put((tuple(flags), reason, str(getattr(verdict_kind, "value", verdict_kind))))
+
+    def _count_submitted(self, timestamp: float) -> bool:
+        counted = False
+        while True:
+            try:
+                flags, reason, kind = self._submitted.get_nowait()
+            except Empty:
+                return counted
+            self.record_verdict(flags, reason, kind, timestamp)
+            counted = True
 
     def thresholds_for(self, period: str) -> InForce:
         """What would be in force in ``period`` now (feedback included, load bar as now)."""

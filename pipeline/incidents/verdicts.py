@@ -26,12 +26,12 @@ the monitor (`states.monitor`) hold the coverages; the runner builds them per ve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from pipeline.records import Escalation, ReviewStatus, Verdict, VerdictKind, normalise_flag
+from pipeline.records import Escalation, ReviewStatus, SafetyEvidence, Verdict, VerdictKind, normalise_flag
 
-#: (flags, observations) → the safety triggers they name (`escalation.match_safety` with the
+#: (flags, observations) → the safety triggers they name (`evidence.match_safety` with the
 #: camera's triggers bound): passed in, so this module depends on no matcher.
 Matcher = Callable[[Iterable[str], Iterable[str]], frozenset[str]]
 
@@ -103,6 +103,15 @@ def uncovered(flags: Iterable[str], timestamp: float, confidence: float, coverag
     return frozenset(f for f in flags if not any(covers(c, f, timestamp, confidence) for c in cov))
 
 
+def uncover(recent: Sequence[SafetyEvidence], coverages: Iterable[Coverage]) -> tuple[SafetyEvidence, ...]:
+    """The frames' evidence as it still counts: each frame's triggers minus those a dismissal covers."""
+    cov = tuple(coverages)
+    if not cov:
+        return tuple(recent)
+    return tuple(ev if not ev.triggers else replace(ev, triggers=uncovered(ev.triggers, ev.timestamp, ev.confidence, cov))
+                 for ev in recent)
+
+
 def review_on_escalation(current: ReviewStatus) -> ReviewStatus:
     """An open alert's review when another sequence of it goes to the teacher: pending, except
     that a confirmed alert stays confirmed (a review never goes backwards)."""
@@ -127,4 +136,4 @@ def prune(coverages: Iterable[Coverage], oldest_frame: float) -> tuple[Coverage,
 
 
 __all__ = ["Coverage", "Matcher", "STRONGER_MARGIN", "coherent", "coverage_of", "covers", "may_reask", "prune", "review_after_dismissal", "review_on_escalation",
-           "uncovered"]
+           "uncover", "uncovered"]
