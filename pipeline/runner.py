@@ -30,10 +30,11 @@ from pipeline.frames.budget import BudgetDecision, KeyframeBudget
 from pipeline.frames.encode import encode_frame
 from pipeline.frames.gate import ChangeGate
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
-from pipeline.incidents.evidence import EvidenceReader
+from pipeline.incidents.evidence import EvidenceReader, match_safety
 from pipeline.incidents.keyframes import build_escalation, pattern_onset
 from pipeline.incidents.thresholds import ThresholdController
 from pipeline.incidents.periods import mean_luma
+from pipeline.incidents.verdicts import coherent, coverage_of
 from pipeline.incidents.window import SlidingWindow
 from pipeline.learning.calibration_map import Learner
 from pipeline.records import EncodedFrame, Event, Frame, FrameReport, GateDecision, GateReason, Priority, VerdictKind
@@ -334,7 +335,6 @@ class CameraPipeline:
             camera,
             s.states,
             safety_triggers=s.escalation.safety_triggers,
-            suppress_s=s.escalation.suppress_after_dismiss_s,
             rearm_after_s=s.escalation.rearm_after_s,
             thresholds=self.thresholds,
         )
@@ -487,6 +487,10 @@ class CameraPipeline:
             if self.outputs.metrics is not None:
                 self.outputs.metrics.shed()
             return
+        # What a verdict may change (pipeline/incidents/verdicts.py): a self-contradicting one is
+        # unverified, and a dismissal covers only the frames the teacher saw.
+        verdict = coherent(verdict, self._match_safety)
+        coverage = coverage_of(result.escalation, verdict, self._match_safety)
         kind = verdict.kind.value
         self.summary.verdicts[kind] = self.summary.verdicts.get(kind, 0) + 1
         for key, value in verdict.timings.items():
@@ -494,10 +498,13 @@ class CameraPipeline:
         if self.outputs.metrics is not None:
             self.outputs.metrics.verdict(kind)
         self.outputs.decision(VerdictReceived(t=round(self.last_ts, 3), wait_s=round(result.wait_s, 3),
-                                              service_s=round(result.service_s, 3), verdict=verdict.to_json()))
+                                              service_s=round(result.service_s, 3), verdict=verdict.to_json(),
+                                              covers=coverage.to_json() if coverage is not None else None))
         if verdict.kind == VerdictKind.DISMISSED:
             self.policy.suppress(result.escalation.flags, self.last_ts + self.settings.escalation.suppress_after_dismiss_s,
                                  reason=result.escalation.reason)
+            if coverage is not None:
+                self.policy.cover(coverage)
         if verdict.explanation:
             self._explanation = verdict.explanation
         if self.learner is not None:
@@ -507,7 +514,10 @@ class CameraPipeline:
         if self.settings.adaptive.enabled:
             self.thresholds.record_verdict(result.escalation.flags, result.escalation.reason, verdict.kind.value,
                                          self.last_ts, verdict.safety_flags)
-        self._apply(self.monitor.apply_verdict(verdict, self.last_ts))
+        self._apply(self.monitor.apply_verdict(verdict, self.last_ts, coverage))
+
+    def _match_safety(self, flags: Any, observations: Any) -> frozenset[str]:
+        return match_safety(flags, observations, self.window.reader.triggers)
 
     def backend_switch(self, switch: Any) -> None:
         self.summary.backend_switches += 1
