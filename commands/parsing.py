@@ -26,5 +26,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "finetune-readiness": ("commands.learning", "cmd_finetune_readiness"),
     "export-dataset": ("commands.learning", "cmd_export_dataset"),
     "serve": ("commands.serve", "cmd_serve"),
+    "config": ("commands.config", "cmd_config"),
     "teacher-worker": ("commands.teacher_worker", "cmd_teacher_worker"),
 }

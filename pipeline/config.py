@@ -112,7 +112,8 @@ class EscalationConfig(_Section):
     persistence_n: int = Field(3, ge=1, le=100, description="See persistence_k.")
     audit_every: int = Field(120, ge=1, le=100000, description="Send a calm sequence to the teacher every this many analysed frames (samples silent misses).")
     flip_limit: int = Field(4, ge=1, le=1000, description="A flag switching on/off at least this many times in the window escalates.")
-    suppress_after_dismiss_s: float = Field(30.0, ge=0, le=86400, description="After the teacher dismisses a pattern, the same pattern does not escalate again for this long.")
+    suppress_after_dismiss_s: float = Field(30.0, ge=0, le=86400, description="After the teacher dismisses a pattern, its low-confidence, flip and scene-change signals do not escalate again for this long (safety evidence is never suppressed: a dismissal covers only the frames the teacher saw).")
+    reask_after_s: float = Field(2.0, ge=0, le=3600, description="A dismissed safety pattern that persists again on frames after the teacher's last keyframe is asked again at most this often (its alert stands meanwhile).")
     rearm_after_s: float = Field(2.0, ge=0, le=3600, description="A safety flag that returns after an analysed frame without it, and after being absent this long, is a new onset: earlier dismissals and escalations of it no longer hold it back.")
 
     @model_validator(mode="after")
@@ -169,6 +170,26 @@ class EvaluationConfig(_Section):
     student_latency_ms: float = Field(110.0, ge=0.0, le=600000, description="Latency reported (not slept) per simulated student call.")
     teacher_latency_ms: float = Field(820.0, ge=0.0, le=600000, description="Latency reported (not slept) per simulated teacher call.")
     match_tolerance_s: float = Field(2.0, ge=0.0, le=3600, description="An alert (or activity event) matches a labelled event of its type when it overlaps the event widened by this much on both sides.")
+
+
+class CostConfig(_Section):
+    """What a model call costs in model-seconds, for comparing routing policies (`evaluate`).
+
+    A call's fixed part, a per-image prefill term (a vision model spends ~280 tokens per image),
+    and a per-output-token term charged on the tokens a backend reports (none for offline/simulated)."""
+
+    student_call_ms: float = Field(60.0, ge=0.0, le=600000, description="Student: fixed cost per call (ms).")
+    student_image_ms: float = Field(50.0, ge=0.0, le=600000, description="Student: prefill cost per image (ms); 110 ms per 1-image call with the defaults.")
+    student_output_token_ms: float = Field(10.0, ge=0.0, le=10000, description="Student: cost per output token the backend reports (ms).")
+    teacher_call_ms: float = Field(540.0, ge=0.0, le=600000, description="Teacher: fixed cost per call (ms).")
+    teacher_image_ms: float = Field(280.0, ge=0.0, le=600000, description="Teacher: prefill cost per image (ms); 820 ms per 1-image call, 2220 ms per 6-image sequence with the defaults.")
+    teacher_output_token_ms: float = Field(25.0, ge=0.0, le=10000, description="Teacher: cost per output token the backend reports (ms).")
+
+    def student_s(self, calls: float, images: float, tokens: float = 0.0) -> float:
+        return (calls * self.student_call_ms + images * self.student_image_ms + tokens * self.student_output_token_ms) / 1000.0
+
+    def teacher_s(self, calls: float, images: float, tokens: float = 0.0) -> float:
+        return (calls * self.teacher_call_ms + images * self.teacher_image_ms + tokens * self.teacher_output_token_ms) / 1000.0
 
 
 class SkillsConfig(_Section):
@@ -374,6 +395,7 @@ class Settings(_Section):
     motion: MotionConfig = Field(default_factory=MotionConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
     skills: SkillsConfig = Field(default_factory=SkillsConfig)
     adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
     cameras: list[CameraConfig] = Field(default_factory=list, description="Live cameras to watch together (run `edgewatch --config FILE` with no SOURCE).")
@@ -493,31 +515,110 @@ def load_settings(path: Path | str | None, environ: Mapping[str, str] | None = N
         raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
 
 
+#: The essentials surface: the keys a user's file needs (cameras, models and hosts, outputs, MQTT, metrics,
+#: zones, safety triggers).  Every other key keeps its default and is documented apart (docs/CONFIG.md,
+#: `edgewatch config reference`).  Section -> its essential keys (None: the key is a top-level one).
+ESSENTIALS: dict[str, tuple[str, ...] | None] = {
+    "cameras": None,
+    "camera_id": None,
+    "student": ("backend", "host", "model"),
+    "teacher": ("backend", "host", "model"),
+    "escalation": ("safety_triggers",),
+    "zones": None,
+    "output": ("out_dir", "snapshots"),
+    "mqtt": ("enabled", "host", "port", "username", "password", "topic_prefix"),
+    "metrics": ("enabled", "port"),
+    "web": ("enabled", "port"),
+}
+
+
+def _yaml_value(name: str, value: Any) -> str:
+    dumped = yaml.safe_dump({name: _plain(value)}, default_flow_style=True, width=1000).strip()
+    return dumped[1:-1] if dumped.startswith("{") else dumped
+
+
 def example_yaml() -> str:
-    """Every key with its default and description, as commented YAML (the source of config.example.yaml)."""
+    """The essentials, with their defaults and what they do (the source of config.example.yaml)."""
     lines = [
-        "# edgewatch configuration: every key, its default, and what it does.",
-        "# Generated by `python -m pipeline.config > config.example.yaml`; a test keeps it in step with the code.",
+        "# edgewatch configuration: the essentials.  Every other setting keeps a sensible default;",
+        "# all of them are in docs/CONFIG.md (`edgewatch config reference`).",
+        "# Generated by `edgewatch config example > config.example.yaml`; a test keeps it in step with the code.",
         "# Unknown keys and out-of-range values are errors that name the key and the allowed range.",
+        "# Any key can also come from the environment: EDGEWATCH_SECTION__KEY (e.g. EDGEWATCH_MQTT__PASSWORD).",
     ]
-
-    def emit(model: type[BaseModel], values: BaseModel, indent: int) -> None:
-        pad = "  " * indent
-        for name, info in model.model_fields.items():
-            value = getattr(values, name)
+    defaults = Settings()
+    for section, keys in ESSENTIALS.items():
+        info = Settings.model_fields[section]
+        value = getattr(defaults, section)
+        if keys is None:
             if info.description:
-                lines.append(f"{pad}# {info.description}{_range_text(info)}")
-            if isinstance(value, BaseModel):
-                lines.append(f"{pad}{name}:")
-                emit(type(value), value, indent + 1)
-            else:
-                dumped = yaml.safe_dump({name: _plain(value)}, default_flow_style=True, width=1000).strip()
-                lines.append(f"{pad}{dumped[1:-1] if dumped.startswith('{') else dumped}")
-
-    emit(Settings, Settings(), 0)
-    lines.append("# Example zone (fractions of width and height):")
+                lines.append(f"# {info.description}{_range_text(info)}")
+            lines.append(_yaml_value(section, value))
+            continue
+        lines.append(f"{section}:")
+        model = type(value)
+        for key in keys:
+            sub = model.model_fields[key]
+            if sub.description:
+                lines.append(f"  # {sub.description}{_range_text(sub)}")
+            lines.append("  " + _yaml_value(key, getattr(value, key)))
+    lines.append("# Several live cameras (run `edgewatch --config FILE` with no SOURCE):")
+    lines.append('# cameras: [{id: front, source: "rtsp://user:pass@192.0.2.10/stream1"}]')
+    lines.append("# A zone (fractions of width and height): a person inside it is an intrusion.")
     lines.append("# zones: [{name: doorway, points: [[0.6, 0.5], [0.95, 0.5], [0.95, 1.0], [0.6, 1.0]]}]")
     return "\n".join(lines) + "\n"
+
+
+def reference_markdown() -> str:
+    """Every key, its default, range and meaning, essentials first (the source of docs/CONFIG.md)."""
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated by `edgewatch config reference > docs/CONFIG.md`; a test keeps it in step with the code.",
+        "A user's file needs only the **essentials** (`config.example.yaml`); every other key keeps the default",
+        "shown here.  Any key can also be set from the environment as `EDGEWATCH_SECTION__KEY`.",
+        "",
+    ]
+    defaults = Settings()
+
+    def rows(model: type[BaseModel], values: BaseModel, prefix: str, only: tuple[str, ...] | None) -> list[str]:
+        found = []
+        for name, info in model.model_fields.items():
+            if only is not None and name not in only:
+                continue
+            value = getattr(values, name)
+            if isinstance(value, BaseModel):
+                found += rows(type(value), value, f"{prefix}{name}.", None)
+                continue
+            text = (info.description or "").replace("|", "\\|") + _range_text(info)
+            found.append(f"| `{prefix}{name}` | `{_yaml_value(name, value).split(': ', 1)[-1]}` | {text} |")
+        return found
+
+    out += ["## Essentials", "", "| key | default | meaning |", "|---|---|---|"]
+    for section, keys in ESSENTIALS.items():
+        value = getattr(defaults, section)
+        if keys is None:
+            out += rows(Settings, defaults, "", (section,))
+        else:
+            out += rows(type(value), value, f"{section}.", keys)
+    out += ["", "## Advanced sections", "", "Each keeps its defaults unless you have a reason; the essentials above are left out here.", ""]
+    for section, info in Settings.model_fields.items():
+        value = getattr(defaults, section)
+        keys = ESSENTIALS.get(section, ()) if section in ESSENTIALS else ()
+        if section in ESSENTIALS and keys is None:
+            continue
+        if isinstance(value, BaseModel):
+            model = type(value)
+            rest = tuple(k for k in model.model_fields if k not in (keys or ()))
+            if not rest:
+                continue
+            out += [f"### `{section}`", ""]
+            if model.__doc__ and not model.__doc__.startswith(("Usage docs", "!!! abstract")):
+                out += [model.__doc__.strip().splitlines()[0], ""]
+            out += ["| key | default | meaning |", "|---|---|---|", *rows(model, value, f"{section}.", rest), ""]
+        else:
+            out += [f"### `{section}`", "", "| key | default | meaning |", "|---|---|---|", *rows(Settings, defaults, "", (section,)), ""]
+    return "\n".join(out).rstrip() + "\n"
 
 
 def _plain(value: Any) -> Any:
@@ -537,8 +638,3 @@ def _range_text(info: Any) -> str:
                 parts.append(f"{sym} {bound}")
     return f" ({', '.join(parts)})" if parts else ""
 
-
-if __name__ == "__main__":
-    import sys
-
-    sys.stdout.write(example_yaml())

@@ -31,12 +31,16 @@ from pipeline.frames.encode import encode_frame
 from pipeline.frames.gate import ChangeGate
 from pipeline.frames.motion import MotionObserver
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
-from pipeline.incidents.evidence import EvidenceReader
+from pipeline.incidents.evidence import EvidenceReader, match_safety
 from pipeline.incidents.keyframes import build_escalation, pattern_onset
-from pipeline.incidents.thresholds import ThresholdController, mean_luma
+from pipeline.incidents.thresholds import ThresholdController
+from pipeline.incidents.periods import mean_luma
+from pipeline.incidents.verdicts import coherent, coverage_of
 from pipeline.incidents.window import SlidingWindow
 from pipeline.learning.calibration_map import Learner
 from pipeline.records import EncodedFrame, Event, Frame, FrameReport, GateDecision, GateReason, Priority, VerdictKind
+from pipeline.sinks.decision_log import (BackendSwitch, DecisionLog, DecisionRecord, EscalationSent, FrameDecision, Notice, Reload,
+                                         RunSummaryLine, Shed, SourceChange, StateTransition, ThresholdChangeLine, VerdictReceived)
 from pipeline.sinks.files import JsonlWriter, SnapshotWriter, prepare_out_dir, write_json_atomically
 from pipeline.sinks.keyframe_archive import KeyframeArchive
 from pipeline.sources.capture import Sampler, open_source
@@ -222,7 +226,7 @@ class Outputs:
         metrics: Any | None = None,
     ) -> None:
         self.events_log = JsonlWriter(out_dir / "events.jsonl")
-        self.decisions_log = JsonlWriter(out_dir / "decisions.jsonl")
+        self.decisions_log = DecisionLog(out_dir / "decisions.jsonl")
         self.snapshots = SnapshotWriter(out_dir / "snapshots")
         self.keyframes = KeyframeArchive(out_dir / "keyframes")
         self.on_event = on_event
@@ -230,7 +234,7 @@ class Outputs:
         self.metrics = metrics
         self._snapshot_by_event: dict[str, str] = {}
 
-    def decision(self, record: dict[str, Any]) -> None:
+    def decision(self, record: DecisionRecord) -> None:
         self.decisions_log.write(record)
 
     def event(self, event: Event, item: EncodedFrame | None) -> Event:
@@ -243,9 +247,10 @@ class Outputs:
             event = replace(event, snapshot=snapshot)
         if event.phase == "end":
             self._snapshot_by_event.pop(event.id, None)
-        self.events_log.write(event.to_json())
+        line = event.to_json()  # once per event line: the log and MQTT send the same JSON
+        self.events_log.write(line)
         if self.mqtt is not None:
-            self.mqtt.publish_event(event)
+            self.mqtt.publish_event(event, line)
         if self.metrics is not None:
             self.metrics.event(event.camera, event.phase)
         if self.on_event is not None:
@@ -336,7 +341,6 @@ class CameraPipeline:
             camera,
             s.states,
             safety_triggers=s.escalation.safety_triggers,
-            suppress_s=s.escalation.suppress_after_dismiss_s,
             rearm_after_s=s.escalation.rearm_after_s,
             thresholds=self.thresholds,
         )
@@ -437,22 +441,12 @@ class CameraPipeline:
             queue_state = self.queue.state()
             self._adapt(report, item, queue_state)
             decision = self.policy.evaluate(stats, queue_state)
-            self.outputs.decision({
-                "kind": "decision",
-                "camera": self.camera,
-                "t": round(report.timestamp, 3),
-                "frame": report.frame_index,
-                "escalate": decision.escalate,
-                "reason": decision.reason,
-                "priority": decision.priority.name if decision.priority is not None else None,
-                "flags": sorted(decision.flags),
-                "thresholds": self.policy.thresholds_in_force(),
-                "queue_depth": queue_state.depth,
-                "student": report.to_json(),
-                # The gate's reading of a whole-view change (possible tamper or lighting change): the student
-                # sees one frame and cannot know the camera moved; the gate compared it with the one before.
-                **({"gate_hint": stats.scene_change_kind} if stats.scene_change_kind else {}),
-            })
+            self.outputs.decision(FrameDecision(
+                camera=self.camera, t=round(report.timestamp, 3), frame=report.frame_index, escalate=decision.escalate,
+                reason=decision.reason, priority=decision.priority.name if decision.priority is not None else None,
+                flags=sorted(decision.flags), thresholds=self.policy.thresholds_in_force(), queue_depth=queue_state.depth,
+                student=report.to_json(), gate_hint=stats.scene_change_kind,
+            ))
             if decision.escalate:
                 self._escalate(decision, report)
 
@@ -466,7 +460,7 @@ class CameraPipeline:
             student_lag_s=max(0.0, self.newest_frame_ts - report.timestamp),
         )
         for change in changes:
-            self.outputs.decision({"camera": self.camera, **change.to_json()})
+            self.outputs.decision(ThresholdChangeLine.of(change))
         if in_force.sample_fps != self.sampler.sample_fps:
             self.sampler.sample_fps, self.sampler.period = in_force.sample_fps, 1.0 / in_force.sample_fps
         if in_force.gate_block_min_change != self.gate.cfg.block_min_change:
@@ -493,12 +487,12 @@ class CameraPipeline:
             self.outputs.metrics.escalation(decision.reason)
         self.outputs.keyframes.save(escalation)  # what the teacher saw, for the review page
         result = self.queue.submit(escalation)
-        self.outputs.decision({
-            "kind": "escalation", "id": escalation.id, "camera": self.camera, "t": round(report.timestamp, 3),
-            "reason": decision.reason, "priority": decision.priority.name if decision.priority else None,
-            "incident_id": incident_id, "keyframes": [k.timestamp for k in escalation.keyframes],
-            "queue": result.outcome, "into": result.into_id, "shed": result.shed_id, "queue_reason": result.reason,
-        })
+        self.outputs.decision(EscalationSent(
+            id=escalation.id, camera=self.camera, t=round(report.timestamp, 3), reason=decision.reason,
+            priority=decision.priority.name if decision.priority else None, incident_id=incident_id,
+            keyframes=[k.timestamp for k in escalation.keyframes], queue=result.outcome, into=result.into_id,
+            shed=result.shed_id, queue_reason=result.reason,
+        ))
         if decision.priority is not None and decision.priority > Priority.AUDIT:
             safety = decision.priority == Priority.SAFETY
             self._apply(self.monitor.escalate(escalation.id, incident_id, decision.reason, decision.flags,
@@ -514,21 +508,28 @@ class CameraPipeline:
     def apply_result(self, result: Any) -> None:
         verdict = getattr(result, "verdict", None)
         if verdict is None:
-            self.outputs.decision({"kind": "shed", **_shed_json(result)})
+            self.outputs.decision(Shed.of(result))
             if self.outputs.metrics is not None:
                 self.outputs.metrics.shed()
             return
+        # What a verdict may change (pipeline/incidents/verdicts.py): a self-contradicting one is
+        # unverified, and a dismissal covers only the frames the teacher saw.
+        verdict = coherent(verdict, self._match_safety)
+        coverage = coverage_of(result.escalation, verdict, self._match_safety)
         kind = verdict.kind.value
         self.summary.verdicts[kind] = self.summary.verdicts.get(kind, 0) + 1
         for key, value in verdict.timings.items():
             self._timings[f"teacher_{key}"] += value
         if self.outputs.metrics is not None:
             self.outputs.metrics.verdict(kind)
-        self.outputs.decision({"kind": "verdict", "t": round(self.last_ts, 3), "wait_s": round(result.wait_s, 3),
-                               "service_s": round(result.service_s, 3), **verdict.to_json()})
+        self.outputs.decision(VerdictReceived(t=round(self.last_ts, 3), wait_s=round(result.wait_s, 3),
+                                              service_s=round(result.service_s, 3), verdict=verdict.to_json(),
+                                              covers=coverage.to_json() if coverage is not None else None))
         if verdict.kind == VerdictKind.DISMISSED:
             self.policy.suppress(result.escalation.flags, self.last_ts + self.settings.escalation.suppress_after_dismiss_s,
                                  reason=result.escalation.reason)
+            if coverage is not None:
+                self.policy.cover(coverage)
         if verdict.explanation:
             self._explanation = verdict.explanation
         if self.learner is not None:
@@ -538,16 +539,20 @@ class CameraPipeline:
         if self.settings.adaptive.enabled:
             self.thresholds.record_verdict(result.escalation.flags, result.escalation.reason, verdict.kind.value,
                                          self.last_ts, verdict.safety_flags)
-        self._apply(self.monitor.apply_verdict(verdict, self.last_ts))
+        self._apply(self.monitor.apply_verdict(verdict, self.last_ts, coverage))
+
+    def _match_safety(self, flags: Any, observations: Any) -> frozenset[str]:
+        return match_safety(flags, observations, self.window.reader.triggers)
 
     def backend_switch(self, switch: Any) -> None:
         self.summary.backend_switches += 1
         log.warning("%s: student switched %s -> %s (%s)", self.camera, switch.from_backend, switch.to_backend, switch.reason)
-        self.outputs.decision({"kind": "backend_switch", "camera": self.camera, "t": round(switch.timestamp, 3),
-                               "from": switch.from_backend, "to": switch.to_backend, "reason": switch.reason})
+        self.outputs.decision(BackendSwitch(camera=self.camera, t=round(switch.timestamp, 3), from_backend=switch.from_backend,
+                                            to_backend=switch.to_backend, reason=switch.reason))
 
     def source_event(self, event: Any) -> None:
-        self.outputs.decision({**event.to_json(), "kind": "source", "event": event.kind})
+        self.outputs.decision(SourceChange(event=event.kind, camera=event.camera, t=round(event.timestamp, 3),
+                                           wall=round(event.wall, 3), detail=event.detail))
         if self.outputs.metrics is not None:
             self.outputs.metrics.source_event(self.camera, event.kind)
         log.warning("%s: %s %s", self.camera, event.kind, event.detail)
@@ -606,9 +611,7 @@ class CameraPipeline:
     def _apply(self, output: MonitorOutput) -> None:
         for tr in output.transitions:
             # The decision log says why every state change happened, with the figures behind it.
-            self.outputs.decision({"kind": "transition", "camera": tr.camera, "t": round(tr.timestamp, 3),
-                                   "from": tr.source, "to": tr.dest, "trigger": tr.trigger,
-                                   "reason": tr.reason, "figures": tr.figures})
+            self.outputs.decision(StateTransition.of(tr))
         for event in output.events:
             if event.phase == "new":
                 counts = self.summary.events_by_type
@@ -680,7 +683,7 @@ class Runner:
             return
         for pipe in pipelines.values():
             for change in pipe.thresholds.reload(new, pipe.last_ts):
-                pipe.outputs.decision({"camera": pipe.camera, **change.to_json()})
+                pipe.outputs.decision(ThresholdChangeLine.of(change))
             pipe.monitor.cfg = new.states
             pipe.settings = pipe.settings.model_copy(update={"escalation": new.escalation, "states": new.states, "zones": new.zones})
         for analyzer in (self.backends.student, self.backends.teacher):
@@ -696,8 +699,8 @@ class Runner:
         self.settings = self.settings.model_copy(update={"escalation": new.escalation, "states": new.states, "zones": new.zones})
         log.warning("configuration reloaded: thresholds, states and zones updated for %d camera(s)", len(pipelines))
         for pipe in pipelines.values():
-            pipe.outputs.decision({"kind": "reload", "camera": pipe.camera, "t": round(pipe.last_ts, 3),
-                                   "thresholds": pipe.policy.thresholds_in_force()})
+            pipe.outputs.decision(Reload(camera=pipe.camera, t=round(pipe.last_ts, 3),
+                                         thresholds=pipe.policy.thresholds_in_force()))
 
     def _wire_switches(self, pipelines: dict[str, CameraPipeline]) -> Callable[[], None]:
         """Backend switches happen on student threads; they are handed to the runner's thread."""
@@ -737,7 +740,7 @@ class Runner:
         self.learner = Learner.open(s, self.clock, on_change=outputs.decision)
         for notice in [self.backends.fallback, *self.backends.notices]:
             if notice:
-                outputs.decision({"kind": "notice", "message": notice})
+                outputs.decision(Notice(message=notice))
         return out_dir, outputs, mqtt, metrics
 
     def _start_metrics_server(self, metrics: Any, health: Callable[[], dict[str, Any]]) -> Any:
@@ -784,7 +787,7 @@ class Runner:
             self.learner.close()
         summaries = [p.summary.to_json() for p in pipelines.values()]
         for summary in summaries:
-            outputs.decision({"kind": "summary", **summary})
+            outputs.decision(RunSummaryLine(summary=summary))
         outputs.close()
         write_json_atomically(out_dir / "summary.json", summaries[0] if len(summaries) == 1 else {"cameras": summaries})
         if mqtt is not None:
@@ -837,6 +840,8 @@ class Runner:
                 switches()
                 if metrics is not None:
                     metrics.set_teacher_queue_depth(queue.state().depth)
+                    if mqtt is not None:
+                        metrics.set_mqtt_queue(len(mqtt.queue), mqtt.queue.stats.dropped_oldest)
                 if self.display is not None:
                     self.display.show(frame, pipe.monitor.state, pipe.window.stats() if pipe.summary.frames_analysed else None)
                 if max_frames is not None and pipe.summary.frames_sampled >= max_frames:
@@ -921,6 +926,8 @@ class Runner:
                 switches()
                 if metrics is not None:
                     metrics.set_teacher_queue_depth(queue.state().depth)
+                    if mqtt is not None:
+                        metrics.set_mqtt_queue(len(mqtt.queue), mqtt.queue.stats.dropped_oldest)
                 if max_frames is not None and all(p.summary.frames_sampled >= max_frames for p in pipelines.values()):
                     for p in pipelines.values():
                         p.summary.stopped_early = f"--max-frames {max_frames}"
@@ -955,6 +962,3 @@ def is_live_spec(spec: str) -> bool:
 def _describe_backend(analyzer: Student | Teacher) -> str:
     return f"{analyzer.backend} ({analyzer.model})"
 
-
-def _shed_json(result: Any) -> dict[str, Any]:
-    return {k: v for k, v in getattr(result, "__dict__", {}).items() if isinstance(v, (str, int, float, type(None)))}

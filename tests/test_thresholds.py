@@ -14,7 +14,8 @@ from pipeline.clock import ManualClock
 from pipeline.config import Settings, settings_from_dict
 from pipeline.errors import ConfigError
 from pipeline.incidents.escalation import QueueState
-from pipeline.incidents.thresholds import LOW_CONFIDENCE_KEY, ThresholdController, mean_luma
+from pipeline.incidents.thresholds import LOW_CONFIDENCE_KEY, ThresholdController
+from pipeline.incidents.periods import mean_luma
 from commands.thresholds import cmd_thresholds
 
 CALM = QueueState(depth=0, capacity=10)

@@ -174,9 +174,10 @@ class MqttSink:
     def state_topic(self, camera: str) -> str:
         return f"{self.topic_prefix}/{topic_safe(camera)}/state"
 
-    def publish_event(self, event: Event) -> None:
-        """Queue one event line (durably) for in-order QoS 1 delivery."""
-        after = event.to_json()
+    def publish_event(self, event: Event, line: dict[str, Any] | None = None) -> None:
+        """Queue one event line (durably) for in-order QoS 1 delivery (``line``: the event's JSON when
+        the caller already made it for the event log)."""
+        after = line if line is not None else event.to_json()
         with self._lock:
             before = self._last_line.get(event.id, after)
             if event.phase == "end":
