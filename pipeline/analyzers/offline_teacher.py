@@ -55,12 +55,15 @@ class _Evidence:
     against: set[str] = field(default_factory=set)
     observations: list[str] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
+    held_observations: dict[str, str] = field(default_factory=dict)
     person_frames: int = 0
     motion_frames: int = 0
 
     def hold(self, flag: str, strength: float, observation: str, note: str) -> None:
+        # The observation names the hazard, so it is said only if the verdict carries the flag:
+        # verdict observations are read for safety words like the flags are.
         self.held[flag] = max(self.held.get(flag, 0.0), strength)
-        self.observe(observation)
+        self.held_observations[flag] = observation
         self.notes[flag] = note
 
     def contradict(self, flag: str, observation: str | None, note: str) -> None:
@@ -155,6 +158,8 @@ class OfflineTeacher:
                        else "the student reported a person but no keyframe shows one or any motion."))
             if flags:
                 lead += f" The teacher sees {', '.join(flags)} that the student did not flag."
+        observations = [ev.held_observations[f] for f in flags if f in ev.held_observations] + observations
+        observations = [o for o in observations if o != "no activity"][:20] or ["no activity"]
         explanation = (lead + " " + evidence).strip()[:2000]
         return TeacherAnswer(verdict=verdict, observations=observations, safetyFlags=flags[:10],
                              confidence=float(np.clip(confidence, 0.0, 1.0)), explanation=explanation), evidence
