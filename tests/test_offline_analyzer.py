@@ -317,3 +317,16 @@ def test_teacher_that_cannot_tell_says_unverified_not_dismissed() -> None:
     verdict = review(escalation(scene(), [0.5, 1.0], {"smoke"}))
     assert verdict.kind == VerdictKind.UNVERIFIED, verdict.explanation
     assert "smoke" in verdict.explanation
+
+
+def test_a_tall_shape_cut_by_the_top_of_the_frame_is_not_called_a_person_by_its_shape() -> None:
+    # Only its lower part is in view (a vehicle coming over the far end of a road looks like
+    # this): the box's height is the frame's, not the thing's, so its shape is no evidence.
+    cut = Walker(enter=0.0, exit=60.0, path=((0.0, 0.1), (6.0, 0.7)), height=0.9, feet_y=0.6)
+    whole = Walker(enter=0.0, exit=60.0, path=((0.0, 0.1), (6.0, 0.7)))
+    seen = {}
+    for name, walker in (("cut", cut), ("whole", whole)):
+        st = OfflineStudent(OfflineConfig(hog_people=False), [], ManualClock())
+        reports = run_student(scene(walker), 4.0, student=st)
+        seen[name] = any("person" in o for r in reports for o in r.observations)
+    assert seen == {"cut": False, "whole": True}

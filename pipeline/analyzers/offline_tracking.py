@@ -29,6 +29,8 @@ TRACK_TTL_S = 4.0
 WALKER_MAX_SPEED = 1.5
 """Body sizes per second: a walker covers about one body height a second, a car several lengths."""
 VEHICLE_MIN_AREA = 0.004
+TOP_EDGE = 0.01
+"""A blob whose top is within this share of the frame's top is cut by it."""
 
 
 @dataclass
@@ -107,7 +109,9 @@ def vote_kind(track: Track, hog_weight: float, hog_threshold: float) -> bool:
     if hog_weight >= hog_threshold:
         track.hog_hits += 1
     speed = track.relative_speed()
-    if upright and speed < WALKER_MAX_SPEED:
+    # A silhouette cut by the top of the frame (a vehicle coming over the far end of a road)
+    # shows an unknown height: its shape says nothing about being a person.
+    if upright and speed < WALKER_MAX_SPEED and blob.y > TOP_EDGE:
         track.shape_votes += 1
     # A figure that drops from upright to low moves fast for a moment: falling, not driving.
     prev = track.samples[-2][1] if len(track.samples) >= 2 else blob
