@@ -319,14 +319,16 @@ def test_teacher_that_cannot_tell_says_unverified_not_dismissed() -> None:
     assert "smoke" in verdict.explanation
 
 
-def test_a_tall_shape_cut_by_the_top_of_the_frame_is_not_called_a_person_by_its_shape() -> None:
-    # Only its lower part is in view (a vehicle coming over the far end of a road looks like
-    # this): the box's height is the frame's, not the thing's, so its shape is no evidence.
+def test_a_tall_shape_cut_by_the_far_edge_of_the_view_is_not_called_a_person_by_its_shape() -> None:
+    # Only its near end is in view, cut by the top of the frame (distant vehicles merging on
+    # their way to the horizon look like this): its shape is no evidence of a person.  A figure
+    # that spans the whole frame height is close to the camera and keeps its shape vote.
     cut = Walker(enter=0.0, exit=60.0, path=((0.0, 0.1), (6.0, 0.7)), height=0.9, feet_y=0.6)
+    close = Walker(enter=0.0, exit=60.0, path=((0.0, 0.1), (6.0, 0.7)), height=1.3, feet_y=1.1)
     whole = Walker(enter=0.0, exit=60.0, path=((0.0, 0.1), (6.0, 0.7)))
     seen = {}
-    for name, walker in (("cut", cut), ("whole", whole)):
+    for name, walker in (("cut", cut), ("close", close), ("whole", whole)):
         st = OfflineStudent(OfflineConfig(hog_people=False), [], ManualClock())
         reports = run_student(scene(walker), 4.0, student=st)
         seen[name] = any("person" in o for r in reports for o in r.observations)
-    assert seen == {"cut": False, "whole": True}
+    assert seen == {"cut": False, "close": True, "whole": True}

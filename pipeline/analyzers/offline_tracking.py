@@ -109,9 +109,13 @@ def vote_kind(track: Track, hog_weight: float, hog_threshold: float) -> bool:
     if hog_weight >= hog_threshold:
         track.hog_hits += 1
     speed = track.relative_speed()
-    # A silhouette cut by the top of the frame (a vehicle coming over the far end of a road)
-    # shows an unknown height: its shape says nothing about being a person.
-    if upright and speed < WALKER_MAX_SPEED and blob.y > TOP_EDGE:
+    # A silhouette cut by the top of the frame but not reaching its bottom is the near end of
+    # something that goes on beyond the far edge of the view (in a camera looking down on a
+    # road, distant vehicles that merge on their way to the horizon): its shape says nothing
+    # about being a person.  One that spans the whole frame height is close to the camera,
+    # and what is in view is its shape.
+    cut_at_far_edge = blob.y <= TOP_EDGE and blob.bottom < 1.0 - TOP_EDGE
+    if upright and speed < WALKER_MAX_SPEED and not cut_at_far_edge:
         track.shape_votes += 1
     # A figure that drops from upright to low moves fast for a moment: falling, not driving.
     prev = track.samples[-2][1] if len(track.samples) >= 2 else blob
