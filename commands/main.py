@@ -39,6 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("edgewatch: interrupted\n")
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): nothing left to say, quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
     except Exception as exc:  # last line of defence: one line, and the details only with EDGEWATCH_DEBUG
         if os.environ.get("EDGEWATCH_DEBUG"):
             raise
