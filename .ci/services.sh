@@ -7,6 +7,7 @@
 #   gstreamer1.0-plugins-bad       intervideosrc/intervideosink (loops the clip forever)
 #   gstreamer1.0-plugins-ugly      x264enc (the test stream is H.264, like real cameras)
 # The test clip is MJPG in .avi, so gstreamer1.0-libav is not needed.
+# tests/test_faults.py mounts a small tmpfs for the full-disk test: mount(8) is in util-linux (always there).
 # Idempotent: packages already present are skipped by apt-get; quiet unless something fails.
 set -euo pipefail
 
@@ -35,7 +36,9 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   log="$(mktemp)"
-  if ! { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+  # Another apt/dpkg process (unattended-upgrades on a fresh machine) may hold the lock: wait up to 5 min.
+  apt_opts=(-o DPkg::Lock::Timeout=300)
+  if ! { apt-get "${apt_opts[@]}" update -q && apt-get "${apt_opts[@]}" install -y -q --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
     cat "$log" >&2
     rm -f "$log"
     echo "services.sh: apt-get failed for: ${missing[*]}" >&2

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from pipeline.clock import SystemClock  # noqa: E402
 from pipeline.config import CameraConfig, settings_from_dict  # noqa: E402
+from pipeline.memory import limit_malloc_arenas  # noqa: E402
 from pipeline.runner import Runner, select_backends  # noqa: E402
 from servers import start_mjpeg  # noqa: E402
 
@@ -43,6 +44,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--cameras", type=int, default=4)
     args = ap.parse_args()
+    limit_malloc_arenas()  # as `edgewatch` does at start (commands/main.py)
     logging.basicConfig(level=logging.ERROR)
     demo = ROOT / "fixtures" / "demo" / "demo.mp4"
     servers = [start_mjpeg(demo, fps=30.0) for _ in range(args.cameras)]

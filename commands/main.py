@@ -16,12 +16,14 @@ from typing import Sequence
 from commands.parsing import SUBCOMMANDS
 from commands.run import cmd_run
 from pipeline.errors import EdgewatchError, UsageError
+from pipeline.memory import limit_malloc_arenas
 
 log = logging.getLogger("edgewatch")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    limit_malloc_arenas()  # before any thread starts: resident memory stays flat over weeks (pipeline/memory.py)
     try:
         if argv and argv[0] in SUBCOMMANDS:
             module_name, function_name = SUBCOMMANDS[argv[0]]
