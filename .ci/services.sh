@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # CI: install the real local servers the live tests start on 127.0.0.1 (run as root on Debian 12).
 #   mosquitto                      MQTT broker for tests/test_mqtt.py (started by the tests, never as a daemon)
+#   redis-server                   the escalation bus for tests/test_fleet.py (started by the tests with
+#                                  docs/redis-edgewatch.conf on free ports; any daemon of the package is left alone)
 #   python3-gi + gst-rtsp-server   the GStreamer RTSP server tests/servers.py runs under /usr/bin/python3
 #   gstreamer1.0-plugins-base      decodebin, videoconvert
 #   gstreamer1.0-plugins-good      avidemux, jpegdec, rtph264pay, the RTSP/TCP plumbing
 #   gstreamer1.0-plugins-bad       intervideosrc/intervideosink (loops the clip forever)
 #   gstreamer1.0-plugins-ugly      x264enc (the test stream is H.264, like real cameras)
+#   chromium + chromium-driver    the headless browser tests/test_review_browser.py drives through selenium
 # The test clip is MJPG in .avi, so gstreamer1.0-libav is not needed.
 # tests/test_faults.py mounts a small tmpfs for the full-disk test: mount(8) is in util-linux (always there).
 # Idempotent: packages already present are skipped by apt-get; quiet unless something fails.
@@ -13,8 +16,10 @@ set -euo pipefail
 
 PACKAGES=(
   mosquitto
+  redis-server
   python3-gi gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+  chromium chromium-driver
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -49,6 +54,8 @@ fi
 
 # Fail here, clearly, rather than as skipped tests: check what the tests actually use.
 command -v mosquitto >/dev/null || { echo "services.sh: mosquitto not on PATH after install" >&2; exit 1; }
+command -v redis-server >/dev/null || { echo "services.sh: redis-server not on PATH after install" >&2; exit 1; }
+redis-server --version | grep -Eq 'v=(6\.[2-9]|[7-9]\.)' || { echo "services.sh: redis-server >= 6.2 needed (XAUTOCLAIM)" >&2; exit 1; }
 /usr/bin/python3 - <<'PY' || { echo "services.sh: GStreamer RTSP server not usable from /usr/bin/python3" >&2; exit 1; }
 import gi
 for ns in ("Gst", "GstRtsp", "GstRtspServer"):
@@ -58,4 +65,8 @@ Gst.init(None)
 for element in ("intervideosink", "intervideosrc", "x264enc", "rtph264pay", "decodebin", "videoconvert", "avidemux"):
     assert Gst.ElementFactory.find(element) is not None, f"GStreamer element {element} missing"
 PY
-echo "services.sh: mosquitto and the GStreamer RTSP server are ready"
+for browser in /usr/bin/chromium /usr/bin/chromedriver; do
+  [ -x "$browser" ] || { echo "services.sh: $browser missing after install (chromium, chromium-driver)" >&2; exit 1; }
+done
+/usr/bin/chromedriver --version >/dev/null 2>&1 || { echo "services.sh: chromedriver does not run" >&2; exit 1; }
+echo "services.sh: mosquitto, redis-server, the GStreamer RTSP server and headless chromium are ready"

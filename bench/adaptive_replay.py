@@ -37,7 +37,7 @@ from pipeline.clock import ManualClock  # noqa: E402
 from pipeline.config import Settings, settings_from_dict  # noqa: E402
 from pipeline.incidents.escalation import EscalationPolicy, QueueState, Thresholds  # noqa: E402
 from pipeline.records import FrameReport  # noqa: E402
-from pipeline.incidents.thresholds import PER_FLAG_K_SUPPORTED, ThresholdController  # noqa: E402
+from pipeline.incidents.thresholds import ThresholdController  # noqa: E402
 from pipeline.incidents.window import SlidingWindow  # noqa: E402
 
 CAMERA = "bench-cam"
@@ -193,7 +193,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"synthetic day: {args.hours:g} h, {len(reports)} student reports, {sweeps} headlight sweeps, "
           f"{len(labels_in_run)} labelled safety events, load spike {LOAD_SPIKE[0] / HOUR:g}-{LOAD_SPIKE[1] / HOUR:g} h")
     print("teacher: simulated (confirms labelled events, dismisses the rest); student: synthetic reports")
-    print(f"per-flag persistence applied by the policy: {'yes' if PER_FLAG_K_SUPPORTED else 'no (Thresholds lacks persistence_k_by_flag)'}")
     for name, arm in (("static", static), ("adaptive", adaptive)):
         by_reason = ", ".join(f"{k} {v}" for k, v in sorted(arm["calls"].items()))
         missed = ", ".join(f"{m.flag}@{m.start / HOUR:.2f}h" for m in arm["missed"] if m in labels_in_run) or "none"

@@ -25,4 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "calibration": ("commands.learning", "cmd_calibration"),
     "finetune-readiness": ("commands.learning", "cmd_finetune_readiness"),
     "export-dataset": ("commands.learning", "cmd_export_dataset"),
+    "serve": ("commands.serve", "cmd_serve"),
+    "config": ("commands.config", "cmd_config"),
+    "teacher-worker": ("commands.teacher_worker", "cmd_teacher_worker"),
 }

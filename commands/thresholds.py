@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from commands.parsing import ArgumentParser
-from pipeline.incidents.thresholds import PER_FLAG_K_SUPPORTED, ThresholdController, resolve_state_path
+from pipeline.incidents.thresholds import ThresholdController, resolve_state_path
 
 
 def _format_values(values: Mapping[str, Any]) -> str:
@@ -38,8 +38,6 @@ def render_summary(summary: Mapping[str, Any]) -> str:
         when = p["clock"] or "otherwise"
         light = f", brightness {p['brightness'][0]:g}-{p['brightness'][1]:g}" if p["brightness"] else ""
         lines.append(f"    {name:<10} {when}{light}: {_format_values(p['thresholds'])}")
-    if not PER_FLAG_K_SUPPORTED:
-        lines.append("  note: per-flag persistence is shown but not applied (escalation.Thresholds lacks persistence_k_by_flag)")
     feedback = summary["feedback"]
     if not any(feedback.values()):
         lines.append("  teacher feedback: none recorded yet")

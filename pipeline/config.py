@@ -127,7 +127,7 @@ class WindowConfig(_Section):
 class EscalationConfig(_Section):
     min_confidence: float = Field(0.72, ge=0.0, le=1.0, description="Student confidence below this, sustained over the window, escalates.")
     safety_triggers: list[str] = Field(default_factory=lambda: list(DEFAULT_SAFETY_TRIGGERS), description="Flags that are safety triggers (tamper always is one: a blinded camera sees no other hazard).")
-    persistence_k: int = Field(2, ge=1, le=100, description="A safety flag must be in k of the last n analysed frames to escalate.")
+    persistence_k: int = Field(2, ge=1, le=100, description="A safety trigger must be in k of the last n analysed frames to persist: it escalates to the teacher and, without a verdict, moves suspicious → alert (one rule for both).")
     persistence_n: int = Field(3, ge=1, le=100, description="See persistence_k.")
     audit_every: int = Field(120, ge=1, le=100000, description="Send a calm sequence to the teacher every this many analysed frames (samples silent misses).")
     flip_limit: int = Field(4, ge=1, le=1000, description="A flag switching on/off at least this many times in the window escalates.")
@@ -143,8 +143,6 @@ class EscalationConfig(_Section):
 
 class StatesConfig(_Section):
     activity_min_confidence: float = Field(0.3, ge=0.0, le=1.0, description="Observations count as activity only at or above this confidence.")
-    alert_persistence_k: int = Field(2, ge=1, le=100, description="A safety flag in k of the last n reports moves suspicious → alert.")
-    alert_persistence_n: int = Field(3, ge=1, le=100, description="See alert_persistence_k.")
     quiet_after_s: float = Field(4.0, ge=0, le=3600, description="Source seconds without activity or flags before observing/alert ends.")
     cooldown_s: float = Field(10.0, ge=0, le=86400, description="After an alert ends, wait this long before the camera returns to idle.")
 
@@ -357,6 +355,27 @@ class MetricsConfig(_Section):
     port: int = Field(9464, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
 
 
+class WebConfig(_Section):
+    enabled: bool = Field(False, description="Serve the review page (docs/REVIEW.md) during a run with several cameras; `edgewatch serve --out DIR` serves it for any run's folder.")
+    host: str = Field("127.0.0.1", description="Address to listen on; anything but loopback needs a token.")
+    port: int = Field(8765, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
+    token: str | None = Field(None, description="Access token the page asks for (better set EDGEWATCH_WEB__TOKEN); required off loopback.")
+
+
+class FleetConfig(_Section):
+    """Edge boxes sharing teacher workers through Redis Streams (docs/FLEET.md)."""
+
+    redis_url: str = Field("", description="Redis URL of the escalation bus (redis://[:password@]host:6379/0); empty: this box uses its own teacher queue only.")
+    box_id: str = Field("", description="This edge box's name on the bus (its reply stream); empty: the host name.")
+    stream_prefix: str = Field("edgewatch", min_length=1, description="Prefix of every stream and group name, so several sites can share one Redis.")
+    max_depth: int = Field(200, ge=1, le=1000000, description="Site-wide bound on non-safety requests waiting or in review; beyond it the local queue's shedding rules apply across the site (safety is never shed or trimmed).")
+    visibility_timeout_s: float = Field(30.0, ge=1.0, le=3600, description="A request a worker has not touched for this long (it died) is reclaimed by another worker; live workers renew their claim every third of it.")
+    reply_timeout_s: float = Field(120.0, ge=1.0, le=86400, description="While Redis is unreachable, a request sent before the loss and unanswered this long is reviewed by the box's own teacher instead.")
+    reconnect_s: float = Field(2.0, gt=0, le=600, description="While Redis is unreachable, try it again this often.")
+    socket_timeout_s: float = Field(2.0, gt=0, le=60, description="Timeout of one Redis command or connection attempt.")
+    reply_max_len: int = Field(10000, ge=100, le=10000000, description="Each box's reply stream keeps about this many entries at most (replies are deleted once applied; the bound only matters for a box that is gone).")
+
+
 class Settings(_Section):
     """All of edgewatch's settings.  YAML keys are the field names; unknown keys are errors."""
 
@@ -381,7 +400,9 @@ class Settings(_Section):
     live: LiveConfig = Field(default_factory=LiveConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
     learning: LearningConfig = Field(default_factory=LearningConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     log_format: Literal["auto", "text", "json"] = Field("auto", description="'auto': text on a terminal, JSON lines otherwise (journald, containers).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="Logging level on stderr (state transitions are logged at INFO; they are always in decisions.jsonl).")
 
@@ -492,31 +513,110 @@ def load_settings(path: Path | str | None, environ: Mapping[str, str] | None = N
         raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
 
 
+#: The essentials surface: the keys a user's file needs (cameras, models and hosts, outputs, MQTT, metrics,
+#: zones, safety triggers).  Every other key keeps its default and is documented apart (docs/CONFIG.md,
+#: `edgewatch config reference`).  Section -> its essential keys (None: the key is a top-level one).
+ESSENTIALS: dict[str, tuple[str, ...] | None] = {
+    "cameras": None,
+    "camera_id": None,
+    "student": ("backend", "host", "model"),
+    "teacher": ("backend", "host", "model"),
+    "escalation": ("safety_triggers",),
+    "zones": None,
+    "output": ("out_dir", "snapshots"),
+    "mqtt": ("enabled", "host", "port", "username", "password", "topic_prefix"),
+    "metrics": ("enabled", "port"),
+    "web": ("enabled", "port"),
+}
+
+
+def _yaml_value(name: str, value: Any) -> str:
+    dumped = yaml.safe_dump({name: _plain(value)}, default_flow_style=True, width=1000).strip()
+    return dumped[1:-1] if dumped.startswith("{") else dumped
+
+
 def example_yaml() -> str:
-    """Every key with its default and description, as commented YAML (the source of config.example.yaml)."""
+    """The essentials, with their defaults and what they do (the source of config.example.yaml)."""
     lines = [
-        "# edgewatch configuration: every key, its default, and what it does.",
-        "# Generated by `python -m pipeline.config > config.example.yaml`; a test keeps it in step with the code.",
+        "# edgewatch configuration: the essentials.  Every other setting keeps a sensible default;",
+        "# all of them are in docs/CONFIG.md (`edgewatch config reference`).",
+        "# Generated by `edgewatch config example > config.example.yaml`; a test keeps it in step with the code.",
         "# Unknown keys and out-of-range values are errors that name the key and the allowed range.",
+        "# Any key can also come from the environment: EDGEWATCH_SECTION__KEY (e.g. EDGEWATCH_MQTT__PASSWORD).",
     ]
-
-    def emit(model: type[BaseModel], values: BaseModel, indent: int) -> None:
-        pad = "  " * indent
-        for name, info in model.model_fields.items():
-            value = getattr(values, name)
+    defaults = Settings()
+    for section, keys in ESSENTIALS.items():
+        info = Settings.model_fields[section]
+        value = getattr(defaults, section)
+        if keys is None:
             if info.description:
-                lines.append(f"{pad}# {info.description}{_range_text(info)}")
-            if isinstance(value, BaseModel):
-                lines.append(f"{pad}{name}:")
-                emit(type(value), value, indent + 1)
-            else:
-                dumped = yaml.safe_dump({name: _plain(value)}, default_flow_style=True, width=1000).strip()
-                lines.append(f"{pad}{dumped[1:-1] if dumped.startswith('{') else dumped}")
-
-    emit(Settings, Settings(), 0)
-    lines.append("# Example zone (fractions of width and height):")
+                lines.append(f"# {info.description}{_range_text(info)}")
+            lines.append(_yaml_value(section, value))
+            continue
+        lines.append(f"{section}:")
+        model = type(value)
+        for key in keys:
+            sub = model.model_fields[key]
+            if sub.description:
+                lines.append(f"  # {sub.description}{_range_text(sub)}")
+            lines.append("  " + _yaml_value(key, getattr(value, key)))
+    lines.append("# Several live cameras (run `edgewatch --config FILE` with no SOURCE):")
+    lines.append('# cameras: [{id: front, source: "rtsp://user:pass@192.0.2.10/stream1"}]')
+    lines.append("# A zone (fractions of width and height): a person inside it is an intrusion.")
     lines.append("# zones: [{name: doorway, points: [[0.6, 0.5], [0.95, 0.5], [0.95, 1.0], [0.6, 1.0]]}]")
     return "\n".join(lines) + "\n"
+
+
+def reference_markdown() -> str:
+    """Every key, its default, range and meaning, essentials first (the source of docs/CONFIG.md)."""
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated by `edgewatch config reference > docs/CONFIG.md`; a test keeps it in step with the code.",
+        "A user's file needs only the **essentials** (`config.example.yaml`); every other key keeps the default",
+        "shown here.  Any key can also be set from the environment as `EDGEWATCH_SECTION__KEY`.",
+        "",
+    ]
+    defaults = Settings()
+
+    def rows(model: type[BaseModel], values: BaseModel, prefix: str, only: tuple[str, ...] | None) -> list[str]:
+        found = []
+        for name, info in model.model_fields.items():
+            if only is not None and name not in only:
+                continue
+            value = getattr(values, name)
+            if isinstance(value, BaseModel):
+                found += rows(type(value), value, f"{prefix}{name}.", None)
+                continue
+            text = (info.description or "").replace("|", "\\|") + _range_text(info)
+            found.append(f"| `{prefix}{name}` | `{_yaml_value(name, value).split(': ', 1)[-1]}` | {text} |")
+        return found
+
+    out += ["## Essentials", "", "| key | default | meaning |", "|---|---|---|"]
+    for section, keys in ESSENTIALS.items():
+        value = getattr(defaults, section)
+        if keys is None:
+            out += rows(Settings, defaults, "", (section,))
+        else:
+            out += rows(type(value), value, f"{section}.", keys)
+    out += ["", "## Advanced sections", "", "Each keeps its defaults unless you have a reason; the essentials above are left out here.", ""]
+    for section, info in Settings.model_fields.items():
+        value = getattr(defaults, section)
+        keys = ESSENTIALS.get(section, ()) if section in ESSENTIALS else ()
+        if section in ESSENTIALS and keys is None:
+            continue
+        if isinstance(value, BaseModel):
+            model = type(value)
+            rest = tuple(k for k in model.model_fields if k not in (keys or ()))
+            if not rest:
+                continue
+            out += [f"### `{section}`", ""]
+            if model.__doc__ and not model.__doc__.startswith(("Usage docs", "!!! abstract")):
+                out += [model.__doc__.strip().splitlines()[0], ""]
+            out += ["| key | default | meaning |", "|---|---|---|", *rows(model, value, f"{section}.", rest), ""]
+        else:
+            out += [f"### `{section}`", "", "| key | default | meaning |", "|---|---|---|", *rows(Settings, defaults, "", (section,)), ""]
+    return "\n".join(out).rstrip() + "\n"
 
 
 def _plain(value: Any) -> Any:
@@ -536,8 +636,3 @@ def _range_text(info: Any) -> str:
                 parts.append(f"{sym} {bound}")
     return f" ({', '.join(parts)})" if parts else ""
 
-
-if __name__ == "__main__":
-    import sys
-
-    sys.stdout.write(example_yaml())

@@ -256,6 +256,24 @@ class FrameReport:
 
 
 @dataclass(frozen=True, slots=True)
+class SafetyEvidence:
+    """What one analysed frame says about safety, read once (`pipeline.incidents.evidence`) and read by
+    everyone after: the monitor's guards, the escalation policy, the keyframe chooser, the learner."""
+
+    timestamp: float
+    triggers: frozenset[str]
+    """Canonical safety triggers the frame's flags or observations name (synonyms, negation applied)."""
+    activity: str | None
+    """``person``, ``vehicle`` or ``motion`` when the observations show something present or moving."""
+    confidence: float
+    """The report's confidence, clamped to 0..1 (0 for a failed analysis)."""
+    failed: bool = False
+    """The analysis failed (``model_error``, nothing observed): no evidence either way."""
+    gate_hint: str | None = None
+    """The change gate's reading of a whole-view change: 'tamper' or 'lighting_change'."""
+
+
+@dataclass(frozen=True, slots=True)
 class WindowStats:
     """Aggregates of the student's reports over the last ``window_s`` seconds of source time."""
 
@@ -291,6 +309,10 @@ class WindowStats:
     """The change gate's reading of that global change: 'tamper' (covered, moved, another view) or 'lighting_change'."""
     errors: int = 0
     """Reports in the window that were failed analyses."""
+    evidence: SafetyEvidence | None = None
+    """The newest report's safety evidence."""
+    recent_evidence: tuple[SafetyEvidence, ...] = ()
+    """The safety evidence of each report in the window, oldest first (for k-of-n persistence)."""
 
 
 class Priority(int, Enum):

@@ -30,14 +30,20 @@ from pipeline.frames.budget import BudgetDecision, KeyframeBudget
 from pipeline.frames.encode import encode_frame, slim_encoded
 from pipeline.frames.gate import ChangeGate
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
+from pipeline.incidents.evidence import EvidenceReader
 from pipeline.incidents.keyframes import build_escalation, pattern_onset
-from pipeline.incidents.thresholds import ThresholdController, mean_luma
+from pipeline.incidents.thresholds import ThresholdController
+from pipeline.incidents.periods import mean_luma
 from pipeline.incidents.window import SlidingWindow
 from pipeline.learning.agreement_store import StoreError
 from pipeline.learning.calibration_map import Learner
 from pipeline.records import EncodedFrame, Event, Frame, FrameReport, GateDecision, GateReason, Priority, VerdictKind
+from pipeline.sinks.decision_log import (BackendSwitch, DecisionLog, DecisionRecord, EscalationSent, FrameDecision, Notice, Reload,
+                                         RunStarted, RunSummaryLine, Shed, SourceChange, StateTransition, ThresholdChangeLine,
+                                         VerdictReceived)
 from pipeline.sinks.disk_guard import DiskGuard, prune_folder
 from pipeline.sinks.files import JsonlWriter, SnapshotWriter, new_run_id, prepare_out_dir, write_json_atomically
+from pipeline.sinks.keyframe_archive import KeyframeArchive
 from pipeline.sources.capture import Sampler, open_source
 from pipeline.sources.live import LiveGrabber
 from pipeline.teacher.queue import TeacherQueue
@@ -245,8 +251,9 @@ class Outputs:
         self.run_id = run_id
         self.guard = guard
         self.events_log = JsonlWriter(out_dir / "events.jsonl")
-        self.decisions_log = JsonlWriter(out_dir / "decisions.jsonl")
+        self.decisions_log = DecisionLog(out_dir / "decisions.jsonl")
         self.snapshots = SnapshotWriter(out_dir / "snapshots", root=out_dir, run_id=run_id, guard=guard)
+        self.keyframes = KeyframeArchive(out_dir / "keyframes")
         self.on_event = on_event
         self.mqtt = mqtt
         self.metrics = metrics
@@ -266,13 +273,13 @@ class Outputs:
             log.info("retention: deleted %d old snapshot(s) in %s", pruned, self.snapshots.folder)
 
     def disk_summary(self) -> dict[str, Any]:
-        logs = (self.events_log, self.decisions_log)
+        logs = (self.events_log, self.decisions_log.writer)
         return {**(self.guard.summary() if self.guard is not None else {}),
                 "snapshots_pruned": self.snapshots_pruned,
                 "lines_buffered_max": max(w.buffered_max for w in logs) if any(w.buffered_max > 1 for w in logs) else 0,
                 "lines_lost": sum(w.dropped for w in logs)}
 
-    def decision(self, record: dict[str, Any]) -> None:
+    def decision(self, record: DecisionRecord) -> None:
         self.decisions_log.write(record)
 
     def event(self, event: Event, item: EncodedFrame | None) -> Event:
@@ -287,9 +294,10 @@ class Outputs:
             event = replace(event, snapshot=snapshot)
         if event.phase == "end":
             self._snapshot_by_event.pop(event.id, None)
-        self.events_log.write(event.to_json())
+        line = event.to_json()  # once per event line: the log and MQTT send the same JSON
+        self.events_log.write(line)
         if self.mqtt is not None:
-            self.mqtt.publish_event(event)
+            self.mqtt.publish_event(event, line)
         if self.metrics is not None:
             self.metrics.event(event.camera, event.phase)
         if self.on_event is not None:
@@ -342,14 +350,6 @@ class CameraPipeline:
         self.gate = ChangeGate(s.gate)
         # With the budget, the gate sees every decoded frame and the budget picks student frames.
         self.budget = KeyframeBudget(s.budget, sample_fps or s.capture.sample_fps) if s.budget.enabled else None
-        self.window = SlidingWindow(camera, s.window.window_s)
-        self.monitor = CameraMonitor(
-            camera,
-            s.states,
-            safety_triggers=s.escalation.safety_triggers,
-            suppress_s=s.escalation.suppress_after_dismiss_s,
-            rearm_after_s=s.escalation.rearm_after_s,
-        )
         self.student_concurrency = s.student.max_concurrent if backends.student.backend != "offline" else 1
         self.pool = StudentPool(backends.student, self.student_concurrency, drop_stale=not replay)
         self.summary = RunSummary(
@@ -373,11 +373,23 @@ class CameraPipeline:
         self.lags: deque[float] = deque(maxlen=_MAX_LAG_SAMPLES)
         self.learner: Any | None = None
         """Shared agreement store + calibration (`tools.calibration.Learner`), set by the runner."""
-        # Thresholds that follow the time of day, load and the teacher's verdicts.  Baseline
-        # policies under evaluation have no thresholds to adapt.
-        self.adaptive: ThresholdController | None = None
-        if s.adaptive.enabled and isinstance(policy, EscalationPolicy):
-            self.adaptive = ThresholdController(s, camera, clock or SystemClock(), live=not replay)
+        # The one owner of the thresholds in force (static, or following the time of day, load and
+        # the teacher's verdicts); the policy reads them from it, a reload goes through it.  Baseline
+        # policies under evaluation have their own fixed knobs.
+        self.thresholds = ThresholdController(s, camera, clock or SystemClock(), live=not replay)
+        if isinstance(policy, EscalationPolicy):
+            policy.follow(self.thresholds)
+        # Each report's safety evidence is read once, as it enters the window; the monitor and the
+        # policy read that record, and the same persistence rule from the same thresholds.
+        self.window = SlidingWindow(camera, s.window.window_s, reader=EvidenceReader(s.escalation.safety_triggers))
+        self.monitor = CameraMonitor(
+            camera,
+            s.states,
+            safety_triggers=s.escalation.safety_triggers,
+            suppress_s=s.escalation.suppress_after_dismiss_s,
+            rearm_after_s=s.escalation.rearm_after_s,
+            thresholds=self.thresholds,
+        )
 
     # -- frames in ------------------------------------------------------------------------
 
@@ -455,38 +467,28 @@ class CameraPipeline:
             stats = self.window.add(report, item)
             self._apply(self.monitor.update(stats))
             queue_state = self.queue.state()
-            if self.adaptive is not None:
-                self._adapt(report, full_item, queue_state)
+            self._adapt(report, full_item, queue_state)
             decision = self.policy.evaluate(stats, queue_state)
-            self.outputs.decision({
-                "kind": "decision",
-                "camera": self.camera,
-                "t": round(report.timestamp, 3),
-                "frame": report.frame_index,
-                "escalate": decision.escalate,
-                "reason": decision.reason,
-                "priority": decision.priority.name if decision.priority is not None else None,
-                "flags": sorted(decision.flags),
-                "thresholds": self.policy.thresholds_in_force(),
-                "queue_depth": queue_state.depth,
-                "student": report.to_json(),
-                # The gate's reading of a whole-view change (possible tamper or lighting change): the student
-                # sees one frame and cannot know the camera moved; the gate compared it with the one before.
-                **({"gate_hint": stats.scene_change_kind} if stats.scene_change_kind else {}),
-            })
+            self.outputs.decision(FrameDecision(
+                camera=self.camera, t=round(report.timestamp, 3), frame=report.frame_index, escalate=decision.escalate,
+                reason=decision.reason, priority=decision.priority.name if decision.priority is not None else None,
+                flags=sorted(decision.flags), thresholds=self.policy.thresholds_in_force(), queue_depth=queue_state.depth,
+                student=report.to_json(), gate_hint=stats.scene_change_kind,
+            ))
             if decision.escalate:
                 self._escalate(decision, report)
 
     def _adapt(self, report: FrameReport, item: EncodedFrame, queue_state: Any) -> None:
-        in_force, changes = self.adaptive.update(
+        if not self.settings.adaptive.enabled:
+            return
+        in_force, changes = self.thresholds.update(
             report.timestamp,
             brightness=mean_luma(item.frame.image),
             queue=queue_state,
             student_lag_s=max(0.0, self.newest_frame_ts - report.timestamp),
         )
-        self.policy.thresholds = in_force.thresholds
         for change in changes:
-            self.outputs.decision({"camera": self.camera, **change.to_json()})
+            self.outputs.decision(ThresholdChangeLine.of(change))
         if in_force.sample_fps != self.sampler.sample_fps:
             self.sampler.sample_fps, self.sampler.period = in_force.sample_fps, 1.0 / in_force.sample_fps
         if in_force.gate_block_min_change != self.gate.cfg.block_min_change:
@@ -511,13 +513,15 @@ class CameraPipeline:
         counts[decision.reason] = counts.get(decision.reason, 0) + 1
         if self.outputs.metrics is not None:
             self.outputs.metrics.escalation(decision.reason)
+        if self.outputs.guard is None or self.outputs.guard.allow("keyframe_archive"):
+            self.outputs.keyframes.save(escalation)  # what the teacher saw, for the review page
         result = self.queue.submit(escalation)
-        self.outputs.decision({
-            "kind": "escalation", "id": escalation.id, "camera": self.camera, "t": round(report.timestamp, 3),
-            "reason": decision.reason, "priority": decision.priority.name if decision.priority else None,
-            "incident_id": incident_id, "keyframes": [k.timestamp for k in escalation.keyframes],
-            "queue": result.outcome, "into": result.into_id, "shed": result.shed_id, "queue_reason": result.reason,
-        })
+        self.outputs.decision(EscalationSent(
+            id=escalation.id, camera=self.camera, t=round(report.timestamp, 3), reason=decision.reason,
+            priority=decision.priority.name if decision.priority else None, incident_id=incident_id,
+            keyframes=[k.timestamp for k in escalation.keyframes], queue=result.outcome, into=result.into_id,
+            shed=result.shed_id, queue_reason=result.reason,
+        ))
         if decision.priority is not None and decision.priority > Priority.AUDIT:
             safety = decision.priority == Priority.SAFETY
             self._apply(self.monitor.escalate(escalation.id, incident_id, decision.reason, decision.flags,
@@ -533,7 +537,7 @@ class CameraPipeline:
     def apply_result(self, result: Any) -> None:
         verdict = getattr(result, "verdict", None)
         if verdict is None:
-            self.outputs.decision({"kind": "shed", **_shed_json(result)})
+            self.outputs.decision(Shed.of(result))
             if self.outputs.metrics is not None:
                 self.outputs.metrics.shed()
             return
@@ -543,8 +547,8 @@ class CameraPipeline:
             self._timings[f"teacher_{key}"] += value
         if self.outputs.metrics is not None:
             self.outputs.metrics.verdict(kind)
-        self.outputs.decision({"kind": "verdict", "t": round(self.last_ts, 3), "wait_s": round(result.wait_s, 3),
-                               "service_s": round(result.service_s, 3), **verdict.to_json()})
+        self.outputs.decision(VerdictReceived(t=round(self.last_ts, 3), wait_s=round(result.wait_s, 3),
+                                              service_s=round(result.service_s, 3), verdict=verdict.to_json()))
         if verdict.kind == VerdictKind.DISMISSED:
             self.policy.suppress(result.escalation.flags, self.last_ts + self.settings.escalation.suppress_after_dismiss_s,
                                  reason=result.escalation.reason)
@@ -553,8 +557,8 @@ class CameraPipeline:
         if self.learner is not None:
             # Every verdict is a labelled example for calibration and fine-tuning data — when the disk has room.
             self._record_example(result.escalation, verdict)
-        if self.adaptive is not None:
-            self.adaptive.record_verdict(result.escalation.flags, result.escalation.reason, verdict.kind.value,
+        if self.settings.adaptive.enabled:
+            self.thresholds.record_verdict(result.escalation.flags, result.escalation.reason, verdict.kind.value,
                                          self.last_ts, verdict.safety_flags)
         self._apply(self.monitor.apply_verdict(verdict, self.last_ts))
 
@@ -573,11 +577,12 @@ class CameraPipeline:
     def backend_switch(self, switch: Any) -> None:
         self.summary.backend_switches += 1
         log.warning("%s: student switched %s -> %s (%s)", self.camera, switch.from_backend, switch.to_backend, switch.reason)
-        self.outputs.decision({"kind": "backend_switch", "camera": self.camera, "t": round(switch.timestamp, 3),
-                               "from": switch.from_backend, "to": switch.to_backend, "reason": switch.reason})
+        self.outputs.decision(BackendSwitch(camera=self.camera, t=round(switch.timestamp, 3), from_backend=switch.from_backend,
+                                            to_backend=switch.to_backend, reason=switch.reason))
 
     def source_event(self, event: Any) -> None:
-        self.outputs.decision({**event.to_json(), "kind": "source", "event": event.kind})
+        self.outputs.decision(SourceChange(event=event.kind, camera=event.camera, t=round(event.timestamp, 3),
+                                           wall=round(event.wall, 3), detail=event.detail))
         if self.outputs.metrics is not None:
             self.outputs.metrics.source_event(self.camera, event.kind)
         log.warning("%s: %s %s", self.camera, event.kind, event.detail)
@@ -605,9 +610,9 @@ class CameraPipeline:
             s.gate[GateReason.SAFETY_WATCH.value] = s.gate.get(GateReason.SAFETY_WATCH.value, 0) + n
         if self.budget is not None:
             s.budget = self.budget.counters
-        if self.adaptive is not None:
-            self.adaptive.save()
-            s.thresholds = self.adaptive.summary()
+        if self.settings.adaptive.enabled:
+            self.thresholds.save()
+            s.thresholds = self.thresholds.summary()
         s.student_stale_dropped = self.pool.stats.stale_dropped
         s.student_latency_ms_mean = round(self._latency_total_ms / s.frames_analysed, 2) if s.frames_analysed else 0.0
         s.reports_by_backend = dict(self._reports_by_backend)
@@ -625,9 +630,7 @@ class CameraPipeline:
     def _apply(self, output: MonitorOutput) -> None:
         for tr in output.transitions:
             # The decision log says why every state change happened, with the figures behind it.
-            self.outputs.decision({"kind": "transition", "camera": tr.camera, "t": round(tr.timestamp, 3),
-                                   "from": tr.source, "to": tr.dest, "trigger": tr.trigger,
-                                   "reason": tr.reason, "figures": tr.figures})
+            self.outputs.decision(StateTransition.of(tr))
         for event in output.events:
             if event.phase == "new":
                 counts = self.summary.events_by_type
@@ -711,8 +714,8 @@ class Runner:
         if new is None:
             return
         for pipe in pipelines.values():
-            if hasattr(pipe.policy, "thresholds"):
-                pipe.policy.thresholds = Thresholds.from_config(new.escalation, bar=pipe.policy.thresholds.bar)
+            for change in pipe.thresholds.reload(new, pipe.last_ts):
+                pipe.outputs.decision(ThresholdChangeLine.of(change))
             pipe.monitor.cfg = new.states
             pipe.settings = pipe.settings.model_copy(update={"escalation": new.escalation, "states": new.states, "zones": new.zones})
         for analyzer in (self.backends.student, self.backends.teacher):
@@ -728,8 +731,8 @@ class Runner:
         self.settings = self.settings.model_copy(update={"escalation": new.escalation, "states": new.states, "zones": new.zones})
         log.warning("configuration reloaded: thresholds, states and zones updated for %d camera(s)", len(pipelines))
         for pipe in pipelines.values():
-            pipe.outputs.decision({"kind": "reload", "camera": pipe.camera, "t": round(pipe.last_ts, 3),
-                                   "thresholds": pipe.policy.thresholds_in_force()})
+            pipe.outputs.decision(Reload(camera=pipe.camera, t=round(pipe.last_ts, 3),
+                                         thresholds=pipe.policy.thresholds_in_force()))
 
     def _wire_switches(self, pipelines: dict[str, CameraPipeline]) -> Callable[[], None]:
         """Backend switches happen on student threads; they are handed to the runner's thread."""
@@ -770,7 +773,7 @@ class Runner:
             guard.on_skip = metrics.disk_skipped
         outputs = Outputs(out_dir, on_event=self.on_event, mqtt=mqtt, metrics=metrics, run_id=self.run_id, guard=guard,
                           retain_bytes=int(s.output.retain_mb * 2**20), retain_s=s.output.retain_days * 86400.0, wall=self.clock.wall)
-        outputs.decision({"kind": "run", "run_id": self.run_id, "wall": round(self.clock.wall(), 3)})
+        outputs.decision(RunStarted(run_id=self.run_id, wall=round(self.clock.wall(), 3)))
         try:
             self.learner = Learner.open(s, self.clock, on_change=outputs.decision)
         except StoreError as exc:  # the store is optional; monitoring is not
@@ -778,7 +781,7 @@ class Runner:
             self.learner = None
         for notice in [self.backends.fallback, *self.backends.notices]:
             if notice:
-                outputs.decision({"kind": "notice", "message": notice})
+                outputs.decision(Notice(message=notice))
         return out_dir, outputs, mqtt, metrics
 
     def _start_metrics_server(self, metrics: Any, health: Callable[[], dict[str, Any]]) -> Any:
@@ -789,6 +792,15 @@ class Runner:
         server = MetricsServer(metrics, health, host=self.settings.metrics.host, port=self.settings.metrics.port)
         log.warning("metrics on %s/metrics, health on %s/healthz", server.url, server.url)
         return server
+
+    def _teacher_queue(self, metrics: Any, pipelines: dict[str, CameraPipeline]) -> TeacherQueue:
+        """The box's teacher queue; with ``fleet.redis_url`` the Redis bus in front of it (docs/FLEET.md)."""
+        queue = TeacherQueue(self.backends.teacher, self.settings.teacher, self.clock)
+        if not self.settings.fleet.redis_url:
+            return queue
+        from pipeline.fleet.edge import open_fleet_queue
+
+        return open_fleet_queue(queue, self.settings, self.clock, metrics=metrics, pipelines=pipelines)  # type: ignore[return-value]
 
     def _route(self, queue: TeacherQueue, pipelines: dict[str, CameraPipeline]) -> None:
         for result in queue.poll():
@@ -825,7 +837,7 @@ class Runner:
             self.learner.close()
         summaries = [p.summary.to_json() for p in pipelines.values()]
         for summary in summaries:
-            outputs.decision({"kind": "summary", **summary})
+            outputs.decision(RunSummaryLine(summary=summary))
         outputs.close()
         if not write_json_atomically(out_dir / "summary.json", summaries[0] if len(summaries) == 1 else {"cameras": summaries}):
             log.warning("summary.json not written in %s (the summary is printed on stdout)", out_dir)
@@ -852,8 +864,8 @@ class Runner:
         source = open_source(source_spec, camera_id=camera, cfg=s.capture, clock=self.clock)
         out_dir, outputs, mqtt, metrics = self._open_outputs()
         replay = not s.capture.realtime
-        queue = TeacherQueue(self.backends.teacher, s.teacher, self.clock)
         pipelines: dict[str, CameraPipeline] = {}
+        queue = self._teacher_queue(metrics, pipelines)
         pipe = CameraPipeline(camera, s, self.backends, queue, outputs, policy=self.policy_factory(s, camera),
                               replay=replay, description=source.description,
                               settle_verdicts=lambda: self._route(queue, pipelines), clock=self.clock, stop=self.stop)
@@ -878,6 +890,8 @@ class Runner:
                 switches()
                 if metrics is not None:
                     metrics.set_teacher_queue_depth(queue.state().depth)
+                    if mqtt is not None:
+                        metrics.set_mqtt_queue(len(mqtt.queue), mqtt.queue.stats.dropped_oldest)
                 if self.display is not None:
                     self.display.show(frame, pipe.monitor.state, pipe.window.stats() if pipe.summary.frames_analysed else None)
                 if max_frames is not None and pipe.summary.frames_sampled >= max_frames:
@@ -906,8 +920,8 @@ class Runner:
         if not cameras:
             raise UsageError("no cameras configured: give a SOURCE or a config with a cameras: list")
         out_dir, outputs, mqtt, metrics = self._open_outputs()
-        queue = TeacherQueue(self.backends.teacher, s.teacher, self.clock)
         pipelines: dict[str, CameraPipeline] = {}
+        queue = self._teacher_queue(metrics, pipelines)
         grabbers: dict[str, Any] = {}
         rng = random.Random()
         for cam in cameras:
@@ -937,6 +951,13 @@ class Runner:
                     "queue_depth": queue.state().depth}
 
         server = self._start_metrics_server(metrics, health)
+        review = None
+        if s.web.enabled:  # the review page (docs/REVIEW.md), live: feedback goes to these controllers
+            from pipeline.web import start_review_server
+
+            review = start_review_server(s, out_dir, clock=self.clock, health=health, mqtt=mqtt,
+                                         latest_jpeg=lambda cid: getattr(pipelines[cid]._current_item, "jpeg", None),
+                                         controllers={cid: p.thresholds for cid, p in pipelines.items()} if s.adaptive.enabled else {})
         switches = self._wire_switches(pipelines)
         wall_start = self.clock.monotonic()
         last_index = {cid: -1 for cid in grabbers}
@@ -960,6 +981,8 @@ class Runner:
                 switches()
                 if metrics is not None:
                     metrics.set_teacher_queue_depth(queue.state().depth)
+                    if mqtt is not None:
+                        metrics.set_mqtt_queue(len(mqtt.queue), mqtt.queue.stats.dropped_oldest)
                 if max_frames is not None and all(p.summary.frames_sampled >= max_frames for p in pipelines.values()):
                     for p in pipelines.values():
                         p.summary.stopped_early = f"--max-frames {max_frames}"
@@ -980,6 +1003,8 @@ class Runner:
                 pipe.summary.frames_read = stats.frames_received
                 pipe.summary.student_stale_dropped += stats.frames_overwritten
             switches()
+            if review is not None:
+                review.close()
             self._finish(queue, pipelines, outputs, out_dir, {}, wall_start, mqtt, server)
         return [p.summary for p in pipelines.values()]
 
@@ -997,6 +1022,3 @@ def is_live_spec(spec: str) -> bool:
 def _describe_backend(analyzer: Student | Teacher) -> str:
     return f"{analyzer.backend} ({analyzer.model})"
 
-
-def _shed_json(result: Any) -> dict[str, Any]:
-    return {k: v for k, v in getattr(result, "__dict__", {}).items() if isinstance(v, (str, int, float, type(None)))}

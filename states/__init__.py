@@ -1,5 +1,5 @@
 """Per-camera state machines (the only package that uses the ``transitions`` library)."""
 
-from states.monitor import STATES, VERDICT_TIMEOUT_S, CameraMonitor, MonitorOutput, activity_kind
+from states.monitor import STATES, VERDICT_TIMEOUT_S, CameraMonitor, MonitorOutput
 
-__all__ = ["STATES", "VERDICT_TIMEOUT_S", "CameraMonitor", "MonitorOutput", "activity_kind"]
+__all__ = ["STATES", "VERDICT_TIMEOUT_S", "CameraMonitor", "MonitorOutput"]

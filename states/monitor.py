@@ -21,13 +21,13 @@ Guards (each names its reason in the `Transition` it produces, with the figures 
   or a (non-suppressed) safety flag.  Starts an *activity event* (person / vehicle / motion).
 * ``raise_suspicion`` observing/cooldown → suspicious: the newest report's flags name a
   safety trigger (``safety_triggers`` ∪ ``tamper``) that is not suppressed.  Flags are
-  matched exactly as the escalation policy matches them (`pipeline.incidents.escalation.match_safety`:
+  matched exactly as the escalation policy matches them (`pipeline.incidents.evidence.match_safety`:
   ``person_fall`` → fall, ``no_fire`` → nothing), so monitor and policy agree on what a
   safety flag is; events are typed by the canonical trigger name.  ``model_error`` is
   not a trigger: a failed analysis never alerts; it only *holds* the current state (it is
   no evidence that things went quiet).
 * ``persist_alert`` suspicious → alert: a trigger flag is in ≥ k of the last n reports
-  (``alert_persistence_k``/``_n``).  One alert event per persisting flag type.  Used when
+  (``escalation.persistence_k``/``_n`` in force, the same rule the policy escalates on).  One alert event per persisting flag type.  Used when
   the runner has not escalated (teacher disabled, or before its decision).
 * ``calm_down`` suspicious → observing: no trigger flag for ``quiet_after_s``.
 * ``go_quiet`` observing → idle: no activity for ``quiet_after_s``; the activity event ends.
@@ -70,18 +70,17 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from transitions import Machine
 
-from pipeline.config import StatesConfig
-from pipeline.incidents.escalation import Onsets, drop_patterns_with, match_safety, track_onsets
+from pipeline.config import EscalationConfig, StatesConfig
+from pipeline.incidents.escalation import FixedThresholds, Onsets, Thresholds, ThresholdSource, drop_patterns_with, track_onsets
+from pipeline.incidents.evidence import match_safety, persisting
 from pipeline.records import (
     ALWAYS_TRIGGERS,
-    MODEL_ERROR_FLAG,
     Event,
     ReviewStatus,
     Transition,
@@ -109,27 +108,7 @@ _TRIGGER_CACHE_SIZE = 1024
 #: Escalations remembered for matching late verdicts; the oldest are forgotten beyond this.
 MAX_PENDING = 256
 
-PERSON_WORDS: frozenset[str] = frozenset({
-    "person", "persons", "people", "man", "men", "woman", "women", "child", "children", "kid", "kids",
-    "pedestrian", "pedestrians", "someone", "somebody", "human", "humans", "intruder", "worker", "crowd",
-})
-VEHICLE_WORDS: frozenset[str] = frozenset({
-    "vehicle", "vehicles", "car", "cars", "truck", "trucks", "van", "bus", "bicycle", "bicycles", "bike",
-    "bikes", "motorcycle", "motorbike", "scooter", "forklift",
-})
-MOTION_WORDS: frozenset[str] = frozenset({
-    "motion", "moving", "moves", "moved", "movement", "walking", "walks", "running", "runs", "animal",
-    "animals", "dog", "cat", "bird", "entering", "leaving", "object", "blob",
-})
-#: Words naming something present or moving.
-ACTIVITY_WORDS: frozenset[str] = PERSON_WORDS | VEHICLE_WORDS | MOTION_WORDS
-#: Words that negate activity named later in the same clause ("no person", "empty room").
-QUIET_WORDS: frozenset[str] = frozenset({
-    "no", "not", "nobody", "nothing", "none", "empty", "static", "without", "unchanged", "absent", "vacant",
-})
 
-_CLAUSES = re.compile(r"[,;.:!?/|]+")
-_WORDS = re.compile(r"[a-z]+")
 
 Review = ReviewStatus
 
@@ -142,26 +121,6 @@ class MonitorOutput:
     events: tuple[Event, ...] = ()
 
 
-def activity_kind(observations: Iterable[str]) -> str | None:
-    """``person``, ``vehicle`` or ``motion`` when the observations show activity, else None.
-
-    An observation is split into clauses; a clause shows activity when it names something
-    present or moving that no quiet word ("no", "empty", ...) before it negates.
-    """
-    found: set[str] = set()
-    for text in observations:
-        for clause in _CLAUSES.split(text.lower()):
-            negated = False
-            for word in _WORDS.findall(clause):
-                if word in QUIET_WORDS:
-                    negated = True
-                elif not negated and word in ACTIVITY_WORDS:
-                    found.add("person" if word in PERSON_WORDS else "vehicle" if word in VEHICLE_WORDS else "motion")
-    if "person" in found:
-        return "person"
-    if "vehicle" in found:
-        return "vehicle"
-    return "motion" if found else None
 
 
 @dataclass(slots=True)
@@ -241,10 +200,15 @@ class CameraMonitor:
         suppress_s: float = 30.0,
         verdict_timeout_s: float = VERDICT_TIMEOUT_S,
         rearm_after_s: float = 2.0,
+        thresholds: ThresholdSource | None = None,
     ) -> None:
         self.camera = camera
         self.cfg = cfg
         self.triggers: frozenset[str] = frozenset(normalise_flag(f) for f in safety_triggers if f and f.strip()) | ALWAYS_TRIGGERS
+        # The persistence rule (k of n, per flag) is read from the thresholds in force, the same
+        # ones the escalation policy reads: one rule, one owner.
+        self.thresholds: ThresholdSource = thresholds or FixedThresholds(Thresholds.from_config(
+            EscalationConfig(safety_triggers=sorted(self.triggers))))
         self.suppress_s = max(0.0, float(suppress_s))
         self.verdict_timeout_s = float(verdict_timeout_s)
         self.rearm_after_s = max(0.0, float(rearm_after_s))
@@ -296,13 +260,13 @@ class CameraMonitor:
         t = self._advance(stats.timestamp)
         self._stats = stats
         self._carried = 0
-        self._onsets, new_onsets = track_onsets(self._onsets, self._triggers_in(stats.active_flags), t, self.rearm_after_s)
+        self._onsets, new_onsets = track_onsets(self._onsets, self._evidence_triggers(stats), t, self.rearm_after_s)
         if new_onsets and self._suppressed:
             # The same rule as the escalation policy: a flag back after a real absence is a new
             # incident, and an earlier dismissal does not hide it.
             self._suppressed = drop_patterns_with(self._suppressed, new_onsets)
             log.info("%s t=%.2f: %s back after an absence: dismissal no longer applies", self.camera, t, sorted(new_onsets))
-        flags = self._live_triggers(stats.active_flags, t)
+        flags = self._live_triggers(self._evidence_triggers(stats), t)
         activity = self._activity_kind(stats)
         if activity is not None or flags:
             self._last_activity_ts = t
@@ -324,7 +288,7 @@ class CameraMonitor:
         t = self._advance(timestamp)
         if self._stats is not None:
             # Same scene as the last analysed frame: carry its activity and flags forward.
-            if self._live_triggers(self._stats.active_flags, t):
+            if self._live_triggers(self._evidence_triggers(self._stats), t):
                 if advanced:
                     self._carried += 1
                 self._last_flag_ts = t
@@ -472,7 +436,7 @@ class CameraMonitor:
         """A failed analysis (flag model_error, nothing observed) is no evidence that things went
         quiet: it holds the current state instead of letting quiet timers run.  It never starts
         anything either (from idle it stays idle)."""
-        failed = MODEL_ERROR_FLAG in stats.active_flags and not stats.observations and not live_flags
+        failed = stats.evidence is not None and stats.evidence.failed and not live_flags
         if not failed or self.state == "idle":
             return
         self._last_activity_ts = t
@@ -551,28 +515,29 @@ class CameraMonitor:
         return hits
 
     def _activity_kind(self, stats: WindowStats) -> str | None:
-        if stats.confidence_last >= self.cfg.activity_min_confidence:
-            kind = activity_kind(stats.observations)
-            if kind is not None:
-                return kind
-        if self._live_triggers(stats.active_flags, self._now):
+        evidence = stats.evidence
+        if evidence is not None and evidence.activity is not None and stats.confidence_last >= self.cfg.activity_min_confidence:
+            return evidence.activity
+        if self._live_triggers(self._evidence_triggers(stats), self._now):
             return "motion"
         return None
 
+    def _evidence_triggers(self, stats: WindowStats) -> frozenset[str]:
+        """The newest frame's safety triggers, as the window read them (flags and observations)."""
+        return stats.evidence.triggers & self.triggers if stats.evidence is not None else frozenset()
+
     def _persisting(self, stats: WindowStats | None, t: float) -> dict[str, int]:
-        """Trigger flags in ≥ k of the last n reports → how many of the n carry each."""
+        """Triggers in ≥ k of the last n reports (the shared rule, `evidence.persisting`) → their count."""
         if stats is None:
             return {}
-        n = self.cfg.alert_persistence_n
-        recent = stats.recent_flags[-n:]
-        if self._carried and stats.recent_flags:
-            # Each gate-skipped frame since shows the same scene: one more report with those flags.
-            recent = (recent + (stats.recent_flags[-1],) * min(self._carried, n))[-n:]
-        counts: dict[str, int] = {}
-        for flags in recent:
-            for f in self._live_triggers(flags, t):
-                counts[f] = counts.get(f, 0) + 1
-        return {f: c for f, c in sorted(counts.items()) if c >= self.cfg.alert_persistence_k}
+        rule = self.thresholds.current()
+        recent = stats.recent_evidence[-rule.persistence_n:]
+        if self._carried and recent:
+            # Each gate-skipped frame since shows the same scene: one more report with that evidence.
+            recent = (recent + (recent[-1],) * min(self._carried, rule.persistence_n))[-rule.persistence_n:]
+        if self._suppressed:
+            recent = tuple(replace(ev, triggers=self._live_triggers(ev.triggers, t)) for ev in recent)
+        return {f: int(round(c)) for f, c in persisting(recent, rule).items() if f in self.triggers}
 
     # ==================================================================================
     # Guards (conditions): each passing guard names its reason and figures
@@ -585,7 +550,7 @@ class CameraMonitor:
         kind = self._activity_kind(stats)
         if kind is None:
             return False
-        flags = sorted(self._live_triggers(stats.active_flags, self._now))
+        flags = sorted(self._live_triggers(self._evidence_triggers(stats), self._now))
         if flags:
             reason = f"safety flag {', '.join(flags)} in view"
         else:
@@ -599,7 +564,7 @@ class CameraMonitor:
         if stats is None:
             return False
         t = event.kwargs["timestamp"]
-        flags = sorted(self._live_triggers(stats.active_flags, t))
+        flags = sorted(self._live_triggers(self._evidence_triggers(stats), t))
         if not flags:
             return False
         return self._pass(
@@ -614,11 +579,12 @@ class CameraMonitor:
         persisting = self._persisting(stats, t)
         if not persisting:
             return False
-        k, n = self.cfg.alert_persistence_k, self.cfg.alert_persistence_n
+        rule = self.thresholds.current()
+        k, n = rule.persistence_k, rule.persistence_n
         detail = ", ".join(f"{f} in {c} of last {n}" for f, c in persisting.items())
         return self._pass(f"safety flag persisted ({detail}; need {k} of {n})",
                           persisting=persisting, k=k, n=n,
-                          recent_flags=[sorted(s) for s in (stats.recent_flags[-n:] if stats else ())])
+                          recent_triggers=[sorted(e.triggers) for e in (stats.recent_evidence[-n:] if stats else ())])
 
     def _g_flags_quiet(self, event: Any) -> bool:
         t = event.kwargs["timestamp"]
@@ -868,7 +834,7 @@ class CameraMonitor:
     def _start_alert(self, kind: str, t: float, reason: str, *, review: ReviewStatus = Review.NOT_REVIEWED,
                      explanation: str = "", confidence: float | None = None) -> _OpenEvent:
         stats = self._stats
-        in_view = stats is not None and kind in self._triggers_in(stats.active_flags)
+        in_view = stats is not None and kind in self._evidence_triggers(stats)
         flags = {kind} | (set(stats.active_flags) if stats is not None and in_view else set())
         peak = confidence if confidence is not None else (stats.confidence_last if stats is not None and in_view else 0.0)
         ev = _OpenEvent(id=self._next_id(kind), type=kind, severity="alert", start=t, flags=flags,
@@ -973,4 +939,4 @@ _TRANSITIONS: list[dict[str, Any]] = [
     _t("teacher_unverified", "escalated", "observing", "_g_verdict_calm", "_after_verdict_calm"),
 ]
 
-__all__ = ["CameraMonitor", "MonitorOutput", "STATES", "VERDICT_TIMEOUT_S", "activity_kind"]
+__all__ = ["CameraMonitor", "MonitorOutput", "STATES", "VERDICT_TIMEOUT_S"]

@@ -173,6 +173,35 @@ def start_mosquitto(
     raise RuntimeError(f"mosquitto did not listen on {port} within {timeout_s:g} s (rc={proc.returncode})")
 
 
+REDIS_CONF = HERE.parent.parent / "docs" / "redis-edgewatch.conf"
+
+
+def redis_available() -> bool:
+    return shutil.which("redis-server") is not None
+
+
+def start_redis(workdir: Path, port: int | None = None, timeout_s: float = 10.0) -> ServerProcess:
+    """Run ``redis-server`` with the shipped docs/redis-edgewatch.conf (AOF, fsync always) in the
+    foreground on 127.0.0.1:port, its data in ``workdir`` — start it again on the same folder and
+    port to restart it with what it persisted."""
+    port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = ["redis-server", str(REDIS_CONF), "--bind", LOCALHOST, "--port", str(port), "--dir", str(workdir),
+           "--daemonize", "no", "--logfile", str(workdir / "redis.log"), "--maxmemory", "256mb"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    server = ServerProcess(proc, port, "redis-server")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        if port_open(port):
+            return server
+        time.sleep(0.01)
+    server.kill()
+    log = (workdir / "redis.log").read_text(errors="replace")[-500:] if (workdir / "redis.log").exists() else ""
+    raise RuntimeError(f"redis-server did not listen on {port} within {timeout_s:g} s (rc={proc.returncode}): {log}")
+
+
 # --------------------------------------------------------------------------------------
 # The servers themselves (run as separate processes)
 # --------------------------------------------------------------------------------------

@@ -197,3 +197,29 @@ def test_open_existing_refuses_a_missing_store(tmp_path: Path) -> None:
 
     with pytest.raises(StoreError, match="no agreement store"):
         AgreementStore.open_existing(tmp_path / "nope.sqlite", LearningConfig(), ManualClock())
+
+
+def test_a_human_verdict_outranks_the_teacher_for_the_events_escalations(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    fire, other = escalation("cam0", 1, scene(1), flags=("fire",)), escalation("cam0", 2, scene(2), flags=("fire",))
+    store.add(fire, verdict(fire, VerdictKind.CONFIRMED, ("fire",)), skill_version="student/1", thresholds={})
+    store.add(other, verdict(other, VerdictKind.CONFIRMED, ("fire",)), skill_version="student/1", thresholds={})
+    assert store.human_verdicts_version() == 0
+
+    store.add_human_verdict("cam0-00001-fire", "cam0", VerdictKind.DISMISSED, (), "a red coat", [fire.id])
+
+    by_id = {r.escalation_id: r for r in store.records()}
+    assert (by_id[fire.id].verdict, by_id[fire.id].teacher_flags, by_id[fire.id].verdict_source) == \
+        (VerdictKind.DISMISSED, frozenset(), "human")
+    assert (by_id[other.id].verdict, by_id[other.id].verdict_source) == (VerdictKind.CONFIRMED, "teacher")
+    human = store.human_verdicts()["cam0-00001-fire"]
+    assert (human.verdict, human.note, human.escalation_ids) == (VerdictKind.DISMISSED, "a red coat", (fire.id,))
+    first_version = store.human_verdicts_version()
+    assert first_version > 0
+
+    # A person changing their mind replaces the verdict (and the version moves on).
+    store.add_human_verdict("cam0-00001-fire", "cam0", VerdictKind.CONFIRMED, ("fire",), "", [fire.id])
+    assert {r.escalation_id: r.verdict for r in store.records()}[fire.id] == VerdictKind.CONFIRMED
+    assert store.human_verdicts_version() > first_version
+    with pytest.raises(ValueError):
+        store.add_human_verdict("x", "cam0", VerdictKind.UNVERIFIED, (), "", [])

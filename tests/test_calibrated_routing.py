@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from pipeline.learning.calibration_map import CalibrationMap, Example, Learner, examples_from, fit_calibration, unbiased_examples
-from pipeline.incidents.escalation import FULL_EVIDENCE_PROBABILITY, EscalationPolicy, frame_evidence
+from pipeline.incidents.escalation import EscalationPolicy, FixedThresholds
+from pipeline.incidents.evidence import FULL_EVIDENCE_PROBABILITY, frame_weight
 from pipeline.records import VerdictKind
 from test_agreement_store import escalation, open_store, scene, verdict
 from test_escalation import escalated_at, replay, report, thresholds
@@ -23,11 +24,11 @@ from test_escalation import escalated_at, replay, report, thresholds
 
 
 def test_frame_evidence_is_one_on_the_raw_scale_and_proportional_below_the_full_mark() -> None:
-    assert frame_evidence(0.1, calibrated=False) == 1.0
-    assert frame_evidence(FULL_EVIDENCE_PROBABILITY, calibrated=True) == 1.0
-    assert frame_evidence(0.95, calibrated=True) == 1.0
-    assert frame_evidence(FULL_EVIDENCE_PROBABILITY / 2, calibrated=True) == pytest.approx(0.5)
-    assert frame_evidence(-0.2, calibrated=True) == 0.0
+    assert frame_weight(0.1, calibrated=False) == 1.0
+    assert frame_weight(FULL_EVIDENCE_PROBABILITY, calibrated=True) == 1.0
+    assert frame_weight(0.95, calibrated=True) == 1.0
+    assert frame_weight(FULL_EVIDENCE_PROBABILITY / 2, calibrated=True) == pytest.approx(0.5)
+    assert frame_weight(-0.2, calibrated=True) == 0.0
 
 
 def test_doubted_flag_in_k_of_n_frames_escalates_raw_but_not_calibrated() -> None:
@@ -78,7 +79,7 @@ def test_low_confidence_on_unflagged_frames_still_escalates_calibrated() -> None
 def test_the_scale_survives_adaptive_threshold_replacement_and_is_logged() -> None:
     policy = EscalationPolicy(thresholds(), confidence_calibrated=True)
     assert policy.thresholds_in_force()["confidence"] == "calibrated"
-    policy.thresholds = replace(thresholds(), min_confidence=0.6)  # what adaptive control does each frame
+    policy.follow(FixedThresholds(replace(thresholds(), min_confidence=0.6)))  # the owner's values change
     assert policy.thresholds_in_force()["confidence"] == "calibrated"
     assert policy.thresholds_in_force()["min_confidence"] == 0.6
     policy.confidence_calibrated = False

@@ -99,7 +99,7 @@ def _fill(store, n: int, *, agree_below: float = 0.0, start: int = 0) -> None:
 
 
 def test_learner_applies_the_map_once_enough_examples_and_logs_the_version(tmp_path: Path) -> None:
-    changes: list[dict] = []
+    changes: list = []
     store = open_store(tmp_path, calibration_min_examples=60, calibrate=True)
     learner = Learner(store, store.cfg, on_change=changes.append, refit_every=5)
     report = escalation("cam0", 500, scene(5), flags=("fire",), confidence=0.95).timeline[-1]
@@ -110,7 +110,7 @@ def test_learner_applies_the_map_once_enough_examples_and_logs_the_version(tmp_p
     for i in range(19, 30):
         esc = escalation(f"cam{i % 2}", i, scene(1000 + i), flags=("fire",), confidence=0.9)
         learner.record(esc, verdict(esc, VerdictKind.DISMISSED), thresholds={"min_confidence": 0.72}, skill_version="student/1")
-    assert learner.version.startswith("cal/") and changes and changes[-1]["version"] == learner.version
+    assert learner.version.startswith("cal/") and changes and changes[-1].version == learner.version
     calibrated = learner.calibrate(report)
     assert calibrated.confidence < 0.5 < report.confidence  # the student claims 0.95 but is usually dismissed
     switched_off = Learner(store, store.cfg.model_copy(update={"calibrate": False}))

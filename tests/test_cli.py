@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from conftest import ROOT, run_cli
 

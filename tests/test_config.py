@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings, example_yaml, load_settings, settings_from_dict
+from pipeline.config import ESSENTIALS, Settings, example_yaml, load_settings, reference_markdown, settings_from_dict
 from pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,8 +30,31 @@ def test_defaults_are_the_documented_routing_values() -> None:
 
 def test_example_config_is_generated_from_the_model_and_loads_to_defaults() -> None:
     example = ROOT / "config.example.yaml"
-    assert example.read_text(encoding="utf-8") == example_yaml(), "regenerate: python -m pipeline.config > config.example.yaml"
+    assert example.read_text(encoding="utf-8") == example_yaml(), "regenerate: edgewatch config example > config.example.yaml"
     assert load_settings(example) == Settings()
+
+
+def test_the_example_is_the_short_essentials_surface_and_the_reference_has_every_key() -> None:
+    import yaml
+
+    example = yaml.safe_load((ROOT / "config.example.yaml").read_text(encoding="utf-8"))
+    leaves = [k for section, v in example.items() for k in (v if isinstance(v, dict) else [section])]
+    assert set(example) == set(ESSENTIALS) and len(leaves) <= 25
+    reference = (ROOT / "docs" / "CONFIG.md").read_text(encoding="utf-8")
+    assert reference == reference_markdown(), "regenerate: edgewatch config reference > docs/CONFIG.md"
+
+    def keys(model: type, prefix: str) -> list[str]:
+        out = []
+        for name, info in model.model_fields.items():
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, Settings.__mro__[1]):
+                out += keys(annotation, f"{prefix}{name}.")
+            else:
+                out.append(prefix + name)
+        return out
+
+    missing = [k for k in keys(Settings, "") if f"| `{k}` |" not in reference]
+    assert not missing, f"keys the reference does not document: {missing}"
 
 
 def test_every_field_is_described() -> None:

@@ -10,17 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import EscalationConfig
-from pipeline.incidents.escalation import (
-    EscalationPolicy,
-    FrameTrace,
-    PolicyMemory,
-    QueueState,
-    Thresholds,
-    backpressure_level,
-    decide,
-    match_safety,
-    suppress,
-)
+from pipeline.incidents.evidence import EvidenceReader
+from pipeline.incidents.escalation import EscalationPolicy, PolicyMemory, QueueState, Thresholds, backpressure_level, decide, suppress
+from pipeline.incidents.evidence import match_safety
 from pipeline.records import FrameReport, Priority, WindowStats
 
 TRIGGERS = ("fire", "smoke", "fall", "weapon", "intrusion", "blood")
@@ -55,12 +47,15 @@ def window_stats(reports: Sequence[FrameReport], window_s: float = 10.0, scene_c
             n += 1
         streak[f] = n
     confs = [r.confidence for r in win]
+    reader = EvidenceReader(TRIGGERS)  # what SlidingWindow does as each report enters
+    evidence = tuple(reader.read(r, r.confidence, "tamper" if scene_change and r is newest else None) for r in win)
     return WindowStats(
         camera=newest.camera, timestamp=newest.timestamp, window_s=window_s, n_reports=len(win),
         flag_counts=counts, flag_fraction={f: c / len(win) for f, c in counts.items()}, flag_streak=streak,
         recent_flags=tuple(sets), flips=flips, confidence_mean=sum(confs) / len(confs),
         confidence_min=min(confs), confidence_last=confs[-1], confidence_trend=0.0, time_since_change_s=0.0,
         active_flags=newest.flags, observations=newest.observations, scene_change=scene_change,
+        evidence=evidence[-1], recent_evidence=evidence,
     )
 
 
@@ -243,7 +238,6 @@ def _signals_stats(present: set[str]) -> tuple[WindowStats, PolicyMemory]:
     reports = [report(t, flags + (toggled if t % 2 else []), conf=conf) for t in range(6)]
     stats = window_stats(reports, scene_change="scene_change" in present)
     memory = PolicyMemory(
-        trace=tuple(FrameTrace(r.timestamp, frozenset(flags), r.confidence) for r in reports[:-1]),
         analysed_since_audit=999 if "audit" in present else 0,
         last_timestamp=reports[-2].timestamp,
     )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fixtures.demo import Fire, LensCover, Lighting, Room, Scene, SteadyLamp, Walker, render_frame
-from pipeline.analyzers import offline as offline_module
+from pipeline.analyzers import offline_student as offline_module
 from pipeline.analyzers.base import Student, Teacher
 from pipeline.analyzers.offline import OfflineStudent, OfflineTeacher
 from pipeline.clock import ManualClock
@@ -78,10 +78,10 @@ def test_student_and_teacher_satisfy_the_protocols_and_name_themselves() -> None
     st = OfflineStudent(OfflineConfig(), [], ManualClock())
     te = OfflineTeacher(OfflineConfig(), [], ManualClock())
     assert isinstance(st, Student) and isinstance(te, Teacher)
-    assert (st.backend, st.model, st.prompt_version) == ("offline", "opencv-offline-student/1", "offline-rules/1")
-    assert (te.backend, te.model) == ("offline", "opencv-offline-teacher/1")
+    assert (st.backend, st.model, st.prompt_version) == ("offline", "opencv-offline-student/2", "offline-rules/2")
+    assert (te.backend, te.model) == ("offline", "opencv-offline-teacher/2")
     report = st.analyze(encoded(render_frame(scene(), 0.0), 0.0))
-    assert (report.backend, report.model, report.camera) == ("offline", "opencv-offline-student/1", "cam0")
+    assert (report.backend, report.model, report.camera) == ("offline", "opencv-offline-student/2", "cam0")
 
 
 # --- student -----------------------------------------------------------------------------
@@ -293,3 +293,27 @@ def test_teacher_without_keyframes_is_unverified_and_never_raises() -> None:
                      keyframes=(encoded(np.zeros((1, 1, 3), np.uint8), 0.0), encoded(np.zeros((90, 160), np.uint8), 0.5)),
                      timeline=())
     assert review(odd).kind in (VerdictKind.DISMISSED, VerdictKind.UNVERIFIED)
+
+
+# --- precision-first rules (issue 16) ------------------------------------------------------
+
+
+def test_a_bright_steady_screen_is_not_fire() -> None:
+    st = OfflineStudent(OfflineConfig(), [], ManualClock())
+    calm = scene()
+    reports = []
+    for i in range(12):
+        t = i / FPS
+        img = render_frame(calm, t).copy()
+        if t >= 1.0:
+            img[40:100, 200:290] = (40, 170, 255)  # a bright orange screen switched on, then steady
+        reports.append(st.analyze(encoded(img, t, i)))
+    assert "fire" not in all_flags(reports)
+    assert not any("fire" in o for r in reports for o in r.observations)
+
+
+def test_teacher_that_cannot_tell_says_unverified_not_dismissed() -> None:
+    # Two keyframes of a calm room: too few to hold or rule out smoke.
+    verdict = review(escalation(scene(), [0.5, 1.0], {"smoke"}))
+    assert verdict.kind == VerdictKind.UNVERIFIED, verdict.explanation
+    assert "smoke" in verdict.explanation

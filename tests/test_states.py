@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.config import StatesConfig
+from pipeline.config import EscalationConfig, StatesConfig
+from pipeline.incidents.escalation import FixedThresholds, Thresholds
+from pipeline.incidents.evidence import activity_kind
 from pipeline.records import Event, FrameReport, ReviewStatus, Transition, Verdict, VerdictKind
 from pipeline.incidents.window import SlidingWindow
-from states.monitor import CameraMonitor, MonitorOutput, activity_kind
+from states.monitor import CameraMonitor, MonitorOutput
 
 CAM = "cam1"
 TRIGGERS = ["fire", "weapon", "fall", "intrusion", "smoke", "blood"]
@@ -38,6 +40,8 @@ class Replay:
     """A window and a monitor fed like the runner feeds them, recording everything they produce."""
 
     cfg: StatesConfig = field(default_factory=StatesConfig)
+    persistence: tuple[int, int] = (2, 3)
+    """k of n: the thresholds in force (escalation.persistence_k/n), the one persistence rule."""
     suppress_s: float = 30.0
     window_s: float = 10.0
     transitions: list[Transition] = field(default_factory=list)
@@ -45,7 +49,10 @@ class Replay:
 
     def __post_init__(self) -> None:
         self.window = SlidingWindow(CAM, self.window_s)
-        self.monitor = CameraMonitor(CAM, self.cfg, safety_triggers=TRIGGERS, suppress_s=self.suppress_s)
+        k, n = self.persistence
+        rule = Thresholds.from_config(EscalationConfig(safety_triggers=TRIGGERS, persistence_k=k, persistence_n=n))
+        self.monitor = CameraMonitor(CAM, self.cfg, safety_triggers=TRIGGERS, suppress_s=self.suppress_s,
+                                     thresholds=FixedThresholds(rule))
 
     def _take(self, out: MonitorOutput) -> MonitorOutput:
         self.transitions.extend(out.transitions)
@@ -175,7 +182,7 @@ def test_one_frame_blip_does_not_alert() -> None:
 
 
 def test_k_of_n_persistence_alerts_with_reasons_and_figures() -> None:
-    r = Replay(cfg=StatesConfig(alert_persistence_k=2, alert_persistence_n=3))
+    r = Replay(persistence=(2, 3))
     r.frame(0.0, PERSON, ("fire",), conf=0.7)
     r.frame(1.0, PERSON)
     assert r.monitor.state == "suspicious"
@@ -194,7 +201,7 @@ def test_k_of_n_persistence_alerts_with_reasons_and_figures() -> None:
 
 
 def test_k_of_n_not_met_does_not_alert() -> None:
-    r = Replay(cfg=StatesConfig(alert_persistence_k=3, alert_persistence_n=4))
+    r = Replay(persistence=(3, 4))
     r.frame(0.0, PERSON, ("fall",))
     r.frame(1.0, PERSON)
     r.frame(2.0, PERSON, ("fall",))
@@ -206,7 +213,7 @@ def test_k_of_n_not_met_does_not_alert() -> None:
 
 
 def test_several_flags_give_one_alert_event_each() -> None:
-    r = Replay(cfg=StatesConfig(alert_persistence_k=2, alert_persistence_n=2))
+    r = Replay(persistence=(2, 2))
     r.frame(0.0, PERSON, ("fire", "smoke"))
     r.frame(1.0, PERSON, ("smoke", "fire"))
     assert r.monitor.state == "alert"
@@ -526,7 +533,7 @@ def test_flags_match_triggers_like_the_policy() -> None:
 
 
 def test_static_frames_after_a_flag_count_toward_persistence() -> None:
-    r = Replay(cfg=StatesConfig(alert_persistence_k=3, alert_persistence_n=3))
+    r = Replay(persistence=(3, 3))
     r.frame(0.0, PERSON)
     r.frame(19.0, ("person lying on the floor",), ("fall",))
     assert r.monitor.state == "suspicious"

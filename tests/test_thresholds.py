@@ -14,7 +14,8 @@ from pipeline.clock import ManualClock
 from pipeline.config import Settings, settings_from_dict
 from pipeline.errors import ConfigError
 from pipeline.incidents.escalation import QueueState
-from pipeline.incidents.thresholds import LOW_CONFIDENCE_KEY, ThresholdController, mean_luma
+from pipeline.incidents.thresholds import LOW_CONFIDENCE_KEY, ThresholdController
+from pipeline.incidents.periods import mean_luma
 from commands.thresholds import cmd_thresholds
 
 CALM = QueueState(depth=0, capacity=10)
@@ -360,3 +361,19 @@ def test_a_periods_gate_noise_floor_reaches_the_running_gate(tmp_path: Path, mon
     assert seen[-1] == 9.0
     lines = [json.loads(x) for x in (tmp_path / "out" / "decisions.jsonl").read_text().splitlines()]
     assert any(x.get("name") == "gate_block_min_change" and x.get("new") == 9.0 for x in lines)
+
+
+def test_a_verdict_submitted_from_another_thread_is_counted_and_saved_at_the_next_update(tmp_path: Path) -> None:
+    import json
+    import threading
+
+    c = controller(tmp_path)
+    c.update(60.0)                                         # night
+    worker = threading.Thread(target=c.submit_verdict, args=(("fall",), "safety:fall", "dismissed"))
+    worker.start()
+    worker.join()
+    assert "fall" not in c.feedback.get("night", {})       # nothing counted off the runner's thread
+    c.update(61.0)
+    assert (c.feedback["night"]["fall"].verdicts, c.feedback["night"]["fall"].dismissal_rate) == (1, 1.0)
+    saved = json.loads((tmp_path / "state.json").read_text())
+    assert saved["cameras"]["cam"]["periods"]["night"]["fall"]["verdicts"] == 1

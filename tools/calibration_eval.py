@@ -13,6 +13,7 @@ from typing import Any
 from pipeline.learning.agreement_store import AgreementStore
 from pipeline.clock import SystemClock
 from pipeline.config import Settings
+from pipeline.sinks.decision_log import EscalationSent, VerdictReceived, read_decisions
 from pipeline.records import Escalation, FrameReport, Verdict
 from pipeline.learning.calibration_map import CalibrationMap, calibrated_confidences, examples_from, fit_calibration, unbiased_examples
 from tools.calibration import expected_calibration_error
@@ -85,13 +86,13 @@ def _run_ours(base: Settings, labels: Any, clip: Any, seed: int, out_dir: Path, 
         path = out_dir / name
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.is_file() else []
 
-    decisions = read("decisions.jsonl")
+    decisions = list(read_decisions(out_dir / "decisions.jsonl"))
     score = score_clip(clip, detections_from_events(read("events.jsonl")),
                        sample_grid(clip, base.capture.sample_fps, base.evaluation.match_tolerance_s), base.evaluation.match_tolerance_s)
     return {"safety_found": score.safety_found, "safety_events": score.safety_events, "found": score.found, "events": score.events,
             "frames_correct": score.frames_correct, "frames": score.frames,
-            "teacher_calls": sum(1 for d in decisions if d.get("kind") == "verdict"),
-            "reasons": dict(Counter(d.get("reason") for d in decisions if d.get("kind") == "escalation"))}
+            "teacher_calls": sum(1 for d in decisions if isinstance(d, VerdictReceived)),
+            "reasons": dict(Counter(d.reason for d in decisions if isinstance(d, EscalationSent)))}
 
 
 def evaluate_calibration(*, fit_seeds: Sequence[int], test_seeds: Sequence[int], informativeness: float, out: Path,

@@ -157,6 +157,30 @@ def _check_source(source: str, settings: Settings, clock: Clock) -> CheckRow:
     return CheckRow("source", shown, "ready", f"opens: {described}")
 
 
+def _check_redis(settings: Settings) -> CheckRow:
+    """The escalation bus (fleet.redis_url): reachable, persistent, and what waits on it."""
+    from pipeline.fleet.bus import BusError, RedisBus, mask_url
+
+    fleet = settings.fleet
+    shown = mask_url(fleet.redis_url)
+    fix = "start redis-server there (docs/redis-edgewatch.conf) or correct fleet.redis_url"
+    try:
+        bus = RedisBus(fleet.redis_url, fleet.stream_prefix, socket_timeout_s=min(fleet.socket_timeout_s, PROBE_TIMEOUT_S))
+    except BusError as exc:
+        return CheckRow("redis", shown, "not ready", str(exc), "correct fleet.redis_url (redis://[:password@]host:6379/0)")
+    try:
+        bus.ping()
+        info = bus.server_info()
+        figures = bus.figures()
+    except BusError as exc:
+        return CheckRow("redis", shown, "not ready", str(exc), fix)
+    finally:
+        bus.close()
+    waiting = ", ".join(f"{p.name.lower()} {f.length}" for p, f in figures.items() if f.length)
+    aof = "AOF on" if info["aof"] == "on" else "AOF OFF: a restart can lose queued requests (appendonly yes)"
+    return CheckRow("redis", shown, "ready", f"escalation bus; Redis {info['version']}, {aof}; waiting: {waiting or 'none'}")
+
+
 def run_doctor(settings: Settings, source: str | None, clock: Clock) -> list[CheckRow]:
     rows: list[CheckRow] = []
     roles: list[tuple[str, ModelEndpoint]] = [("student", settings.student), ("teacher", settings.teacher)]
@@ -177,6 +201,8 @@ def run_doctor(settings: Settings, source: str | None, clock: Clock) -> list[Che
     for role, ep in active:
         rows.extend(_check_model(role, ep, probes[ep.host], image_b64, clock))
 
+    if settings.fleet.redis_url:
+        rows.append(_check_redis(settings))
     if source is not None:
         rows.append(_check_source(source, settings, clock))
     return rows

@@ -39,127 +39,14 @@ things, and nothing when it is off:
 from __future__ import annotations
 
 import math
-import re
-from functools import lru_cache
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Protocol
 
 from pipeline.config import EscalationConfig
+from pipeline.incidents.evidence import evidence_counts
+from pipeline.incidents.evidence import persisting as persisting_triggers
 from pipeline.records import ALWAYS_TRIGGERS, Priority, WindowStats, normalise_flag
-
-# --------------------------------------------------------------------------------------
-# Matching safety words
-# --------------------------------------------------------------------------------------
-
-#: Phrases (space-separated words) that mean each canonical trigger.  A trigger that is not
-#: here matches its own words (and a plain plural).
-SYNONYMS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "fire": ("fire", "fires", "flame", "flames", "flaming", "burning", "blaze", "blazing", "ablaze"),
-    # "haze" is left out on purpose: heat haze, fog and a soft lens are far more common.
-    "smoke": ("smoke", "smoky", "smokey", "smoke filled"),
-    "fall": ("fall", "falls", "fallen", "fell", "falling", "collapsed", "collapsing", "collapse",
-             "lying on the floor", "lying on floor", "lying on the ground", "lying on ground",
-             "person down", "man down", "woman down"),
-    "weapon": ("weapon", "weapons", "gun", "guns", "handgun", "pistol", "rifle", "shotgun",
-               "knife", "knives", "firearm", "firearms", "armed"),
-    "intrusion": ("intrusion", "intruder", "intruders", "trespass", "trespassing", "trespasser",
-                  "break in", "breaking in", "broke in", "burglar", "burglary"),
-    "blood": ("blood", "bleeding", "bloody", "bloodied", "blood stain", "bloodstain"),
-    "tamper": ("tamper", "tampered", "tampering", "obstructed", "lens covered", "camera covered"),
-})
-
-#: Words that, right after a phrase's last word, turn it into something harmless
-#: ("fire exit sign", "smoke detector").
-_HARMLESS_AFTER: Mapping[str, frozenset[str]] = MappingProxyType({
-    "fire": frozenset({"exit", "alarm", "alarms", "extinguisher", "extinguishers", "hydrant", "escape",
-                       "door", "doors", "sign", "signs", "drill", "truck", "engine", "station", "hose",
-                       "blanket", "safety", "brigade", "department", "fighter", "fighters", "place"}),
-    "smoke": frozenset({"detector", "detectors", "alarm", "alarms", "sensor"}),
-    "blood": frozenset({"pressure", "test", "bank", "donation", "orange"}),
-    "gun": frozenset({"metal"}),
-})
-#: Words that, right before a phrase's first word, make it harmless ("glue gun").
-_HARMLESS_BEFORE: Mapping[str, frozenset[str]] = MappingProxyType({
-    "gun": frozenset({"glue", "nail", "spray", "water", "toy", "heat", "staple", "paint"}),
-    "guns": frozenset({"glue", "nail", "spray", "water", "toy"}),
-    "knife": frozenset({"butter", "putty", "palette"}),
-    "fall": frozenset({"water", "snow", "rain", "night", "leaf"}),
-})
-
-_NEGATORS = frozenset({"no", "not", "without", "never", "none", "nor", "nothing", "cannot", "isnt", "arent",
-                       "wasnt", "werent", "dont", "doesnt", "didnt", "free"})
-#: A negation reaches this many words forward ("no visible open fire").
-_NEGATION_REACH = 3
-#: Words that end a negation's reach ("no fire but smoke" still matches smoke).  Erring towards
-#: a match is deliberate: a missed safety word costs more than a teacher call.
-_SCOPE_BREAKERS = frozenset({"but", "however", "yet", "although", "though", "while", "except", "and"})
-_CLAUSES = re.compile(r"[.;:!?,()\[\]\n]+")
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def _clauses(text: str) -> list[list[str]]:
-    """Lower-cased words per clause; apostrophes vanish first so "isn't" is one word."""
-    cleaned = text.lower().replace("'", "").replace("\u2019", "")
-    out = []
-    for clause in _CLAUSES.split(cleaned):
-        words = _WORD.findall(clause.replace("_", " "))
-        if words:
-            out.append(words)
-    return out
-
-
-def _negated(words: list[str], start: int) -> bool:
-    for back in range(1, _NEGATION_REACH + 1):
-        i = start - back
-        if i < 0 or words[i] in _SCOPE_BREAKERS:
-            return False
-        if words[i] in _NEGATORS:
-            return True
-    return False
-
-
-def _phrase_hits(words: list[str], phrase: tuple[str, ...]) -> bool:
-    n = len(phrase)
-    for i in range(len(words) - n + 1):
-        if words[i] != phrase[0] or tuple(words[i:i + n]) != phrase:
-            continue
-        after = words[i + n] if i + n < len(words) else None
-        before = words[i - 1] if i > 0 else None
-        if after is not None and after in _HARMLESS_AFTER.get(phrase[-1], frozenset()):
-            continue
-        if before is not None and before in _HARMLESS_BEFORE.get(phrase[0], frozenset()):
-            continue
-        if _negated(words, i):
-            continue
-        return True
-    return False
-
-
-@lru_cache(maxsize=256)
-def _phrases_for(trigger: str) -> tuple[tuple[str, ...], ...]:
-    own = tuple(trigger.replace("_", " ").split())
-    phrases = {own, own[:-1] + (own[-1] + "s",)} if own else set()
-    phrases.update(tuple(p.split()) for p in SYNONYMS.get(trigger, ()))
-    return tuple(sorted(phrases))
-
-
-def match_safety(flags: Iterable[str], observations: Iterable[str], triggers: Iterable[str]) -> frozenset[str]:
-    """The triggers (normalised names) that the flags or observations speak of.
-
-    Matching is on whole words and the synonym table, not substrings: "fireplace" and
-    "fire exit sign" are not fire; "no fire" / "without smoke" are negated and do not match.
-    """
-    texts = [str(f) for f in flags] + [str(o) for o in observations]
-    clauses = [c for t in texts for c in _clauses(t)]
-    present = {w for words in clauses for w in words}
-    found = set()
-    for trigger in {normalise_flag(t) for t in triggers if str(t).strip()}:
-        phrases = [p for p in _phrases_for(trigger) if p[0] in present]
-        if any(_phrase_hits(words, phrase) for words in clauses for phrase in phrases):
-            found.add(trigger)
-    return frozenset(found)
-
 
 # --------------------------------------------------------------------------------------
 # Records
@@ -182,10 +69,6 @@ _DEFER_FROM_LEVEL: Mapping[str, int] = MappingProxyType({
     "audit": 1, "flag_flip": 2, "scene_change": 2, "low_confidence": 3,
 })
 MAX_BAR = 3
-#: On the calibrated scale, a safety-flagged frame whose flag is at least this likely right
-#: counts as one whole frame of k-of-n evidence (more likely right than wrong); below it, in
-#: proportion.
-FULL_EVIDENCE_PROBABILITY = 0.5
 
 
 def _frozen_map(data: Mapping[Any, Any] | None = None) -> Mapping[Any, Any]:
@@ -265,15 +148,6 @@ class QueueState:
         return self.depth / self.capacity if self.capacity > 0 else 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class FrameTrace:
-    """What the policy keeps per analysed frame: the window only carries aggregates."""
-
-    timestamp: float
-    safety: frozenset[str]
-    confidence: float
-
-
 @dataclass(frozen=True)
 class Onsets:
     """When each safety trigger was last reported, and which were since reported absent.
@@ -317,7 +191,6 @@ class PolicyMemory:
     """Pattern → source time it was last escalated (for the cool-off)."""
     open_incident: bool = False
     """A safety pattern was escalated and safety evidence is still in the last n frames."""
-    trace: tuple[FrameTrace, ...] = ()
     last_scene_change: bool = False
     scene_change_at: float | None = None
     """Source time of a scene change not yet sent (deferred changes wait up to one window)."""
@@ -345,13 +218,6 @@ def suppress(memory: PolicyMemory, flags: Iterable[str], until: float) -> Policy
 # --------------------------------------------------------------------------------------
 # The decision
 # --------------------------------------------------------------------------------------
-
-
-def frame_evidence(confidence: float, calibrated: bool) -> float:
-    """How much one frame that carries a safety flag counts towards k (1 on the raw scale)."""
-    if not calibrated:
-        return 1.0
-    return min(1.0, max(0.0, confidence) / FULL_EVIDENCE_PROBABILITY)
 
 
 def backpressure_level(queue: QueueState, bar: int = 0) -> int:
@@ -389,8 +255,9 @@ def decide(
     cooloff_s = thresholds.cooloff_s if thresholds.cooloff_s is not None else stats.window_s
     is_new_frame = memory.last_timestamp is None or now > memory.last_timestamp
 
-    # -- per-frame memory (the window only carries aggregates) --------------------------
-    current_safety = match_safety(stats.active_flags, stats.observations, thresholds.safety_triggers)
+    # -- the frame's safety evidence, read once by the window ------------------------------
+    evidence = stats.recent_evidence
+    current_safety = stats.evidence.triggers & thresholds.safety_triggers if stats.evidence is not None else frozenset()
     onsets, new_onsets = memory.onsets, frozenset()
     if is_new_frame:
         onsets, new_onsets = track_onsets(memory.onsets, current_safety, now, thresholds.rearm_after_s)
@@ -401,36 +268,20 @@ def decide(
             suppressed=_frozen_map(drop_patterns_with(memory.suppressed, new_onsets)),
             escalated_patterns=_frozen_map(drop_patterns_with(memory.escalated_patterns, new_onsets)),
         )
-    this_frame = FrameTrace(now, current_safety, stats.confidence_last)
-    kept = tuple(t for t in memory.trace if now - t.timestamp <= stats.window_s and t.timestamp < now)
-    trace = (kept + (this_frame,))[-max(stats.n_reports, 1, thresholds.persistence_n):]
     analysed_since_audit = memory.analysed_since_audit + (1 if is_new_frame else 0)
 
-    # -- safety: k of the last n frames ---------------------------------------------------
-    recent = trace[-thresholds.persistence_n:]
-    evidence = [t.safety for t in recent]
-    weights = [frame_evidence(t.confidence, thresholds.calibrated) for t in recent]
-    missing = thresholds.persistence_n - len(evidence)
-    if missing > 0 and len(stats.recent_flags) > len(evidence):
-        # A policy started mid-stream: older frames' flags from the window stand in (their
-        # confidence is gone, so each counts whole).
-        older = stats.recent_flags[:-len(evidence)][-missing:]
-        evidence = [match_safety(f, (), thresholds.safety_triggers) for f in older] + evidence
-        weights = [1.0] * len(older) + weights
-    safety_counts = {trig: sum(trig in e for e in evidence) for trig in thresholds.safety_triggers}
-    if thresholds.calibrated:
-        safety_weight = {trig: sum(w for e, w in zip(evidence, weights) if trig in e) for trig in thresholds.safety_triggers}
-        # The small tolerance keeps k whole frames at p exactly FULL_EVIDENCE_PROBABILITY persisting.
-        persisting = frozenset(t for t, w in safety_weight.items() if w >= thresholds.k_for(t) - 1e-9)
-    else:
-        persisting = frozenset(t for t, c in safety_counts.items() if c >= thresholds.k_for(t))
-    any_evidence = any(evidence)
+    # -- safety: k of the last n frames (the one persistence rule, shared with the monitor) --
+    recent = evidence[-thresholds.persistence_n:]
+    safety_counts = {trig: sum(trig in e.triggers for e in recent) for trig in thresholds.safety_triggers}
+    safety_weight = {t: w for t, w in evidence_counts(recent, thresholds).items() if t in thresholds.safety_triggers}
+    persisting = frozenset(t for t in persisting_triggers(recent, thresholds) if t in thresholds.safety_triggers)
+    any_evidence = any(e.triggers & thresholds.safety_triggers for e in recent)
 
     # -- low confidence, sustained --------------------------------------------------------
-    window_trace = trace[-max(stats.n_reports, 1):]
+    window_trace = evidence[-max(stats.n_reports, 1):]
     if thresholds.calibrated:
         # Only frames without a safety flag: there low means "probably missing something".
-        unflagged = [t.confidence for t in window_trace if not t.safety]
+        unflagged = [t.confidence for t in window_trace if not t.triggers & thresholds.safety_triggers]
         below = sum(c < thresholds.min_confidence for c in unflagged)
         needed_below = max(3, math.ceil(len(unflagged) / 2))
         low_conf = bool(unflagged) and sum(unflagged) / len(unflagged) < thresholds.min_confidence and below >= needed_below
@@ -528,7 +379,6 @@ def decide(
         last_escalated_at=_frozen_map(last_escalated),
         escalated_patterns=_frozen_map(patterns),
         open_incident=open_incident,
-        trace=trace,
         last_scene_change=stats.scene_change,
         scene_change_at=scene_change_at,
         last_timestamp=now if memory.last_timestamp is None else max(now, memory.last_timestamp),
@@ -549,11 +399,31 @@ def decide(
     return Decision(False, "blip" if hint else "calm", None, current_safety, detail), new_memory
 
 
-class EscalationPolicy:
-    """Per-camera holder of the policy's memory; every decision goes through `decide`."""
+class ThresholdSource(Protocol):
+    """Whoever owns the thresholds in force (`ThresholdController`, static or adaptive)."""
 
-    def __init__(self, thresholds: Thresholds, memory: PolicyMemory | None = None, *, confidence_calibrated: bool = False) -> None:
-        self.thresholds = thresholds
+    def current(self) -> Thresholds: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FixedThresholds:
+    """A source that never changes: tests and evaluation baselines without a controller."""
+
+    thresholds: Thresholds
+
+    def current(self) -> Thresholds:
+        return self.thresholds
+
+
+class EscalationPolicy:
+    """Per-camera holder of the policy's memory; every decision goes through `decide`.
+
+    The policy owns no thresholds: it reads them from their owner at each decision (the runner
+    makes it follow the camera's `ThresholdController`, which a reload updates)."""
+
+    def __init__(self, thresholds: Thresholds | ThresholdSource, memory: PolicyMemory | None = None, *,
+                 confidence_calibrated: bool = False) -> None:
+        self.source: ThresholdSource = FixedThresholds(thresholds) if isinstance(thresholds, Thresholds) else thresholds
         self.confidence_calibrated = confidence_calibrated
         """Set by whoever maps the reports' confidence (the runner, from `Learner.applying`): the
         thresholds in force (which adaptive control replaces) are then read on the calibrated scale."""
@@ -580,9 +450,13 @@ class EscalationPolicy:
             return
         self.memory = suppress(self.memory, flags, until)
 
-    def set_bar(self, bar: int) -> None:
-        """Raise or lower the backpressure bar (e.g. from a load profile)."""
-        self.thresholds = replace(self.thresholds, bar=bar)
+    def follow(self, source: ThresholdSource) -> None:
+        """Read the thresholds in force from ``source`` from now on."""
+        self.source = source
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return self.source.current()
 
     def _effective_thresholds(self) -> Thresholds:
         if not self.confidence_calibrated or self.thresholds.calibrated:

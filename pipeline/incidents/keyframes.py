@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from pipeline.incidents.escalation import Decision, match_safety
+from pipeline.incidents.escalation import Decision
+from pipeline.incidents.evidence import match_safety
 from pipeline.records import EncodedFrame, Escalation, FrameReport
 
 #: A change scores at least this much to "stand out" (one flag on/off scores 1).

@@ -30,41 +30,32 @@ import logging
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, tzinfo
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
+from queue import Empty, SimpleQueue
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
-from zoneinfo import ZoneInfo
+from typing import Any, Iterable
 
-import numpy as np
 
 from pipeline.clock import Clock
 from pipeline.config import AdaptiveConfig, Settings, ThresholdProfile
 from pipeline.errors import ConfigError, UsageError
 from pipeline.incidents.escalation import MAX_BAR, QueueState, Thresholds
 from pipeline.records import normalise_flag
+from pipeline.incidents.periods import DEFAULT_PERIOD, epoch_of, local_datetime, select_period, zone_named
+from pipeline.incidents.threshold_records import FlagFeedback, InForce, ThresholdChange
 
 log = logging.getLogger("edgewatch.thresholds")
 
-DEFAULT_PERIOD = "default"
 #: Feedback keys that are not flags: the escalation reasons whose threshold is not a persistence k.
 LOW_CONFIDENCE_KEY = "@low_confidence"
 FLAG_FLIP_KEY = "@flag_flip"
 STATE_VERSION = 1
 STATE_FILE_NAME = "thresholds_state.json"
 
-#: Does `Thresholds` carry per-flag persistence?  Until it does, per-flag k is computed,
-#: logged and shown but cannot reach the policy (a warning says so once).
-PER_FLAG_K_SUPPORTED = "persistence_k_by_flag" in {f.name for f in fields(Thresholds)}
 
 
-def mean_luma(image: np.ndarray) -> float:
-    """Mean luma (0..255, BT.601) of a BGR uint8 image, from every 4th pixel (cheap: ~0.1 ms at 1080p)."""
-    if image.ndim != 3 or image.shape[2] < 3 or image.size == 0:
-        return float(np.asarray(image, dtype=np.float32).mean()) if image.size else 0.0
-    sub = image[::4, ::4, :3].astype(np.float32)
-    return float((sub[..., 0] * 0.114 + sub[..., 1] * 0.587 + sub[..., 2] * 0.299).mean())
 
 
 # --------------------------------------------------------------------------------------
@@ -72,114 +63,11 @@ def mean_luma(image: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class InForce:
-    """What is in force for one camera from ``since`` (source seconds) on."""
-
-    camera: str
-    period: str
-    period_reason: str
-    """Why this period: 'clock', 'brightness', 'no profile matches' or 'adaptation disabled'."""
-    thresholds: Thresholds
-    """Give this to the policy (it includes the load ``bar``)."""
-    persistence_k_by_flag: Mapping[str, int]
-    """Flags whose persistence k feedback moved away from ``thresholds.persistence_k``."""
-    gate_block_min_change: float
-    sample_fps: float
-    since: float
-    """Source time from which these exact values are in force."""
-    local_time: str | None = None
-    brightness: float | None = None
-    """Smoothed mean luma the period was chosen with (None when not measured)."""
-
-    def values(self) -> dict[str, Any]:
-        """Flat name → value, the names `ThresholdChange` uses."""
-        t = self.thresholds
-        out: dict[str, Any] = {
-            "period": self.period,
-            "min_confidence": round(t.min_confidence, 4),
-            "persistence_k": t.persistence_k,
-            "persistence_n": t.persistence_n,
-            "audit_every": t.audit_every,
-            "flip_limit": t.flip_limit,
-            "bar": t.bar,
-            "gate_block_min_change": self.gate_block_min_change,
-            "sample_fps": self.sample_fps,
-        }
-        for flag, k in sorted(self.persistence_k_by_flag.items()):
-            out[f"persistence_k[{flag}]"] = k
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "camera": self.camera,
-            "period": self.period,
-            "period_reason": self.period_reason,
-            "since": round(self.since, 3),
-            "local_time": self.local_time,
-            "brightness": None if self.brightness is None else round(self.brightness, 1),
-            "thresholds": self.thresholds.to_json(),
-            "persistence_k_by_flag": dict(sorted(self.persistence_k_by_flag.items())),
-            "per_flag_k_applied": PER_FLAG_K_SUPPORTED,
-            "gate_block_min_change": self.gate_block_min_change,
-            "sample_fps": self.sample_fps,
-        }
 
 
-@dataclass(frozen=True, slots=True)
-class ThresholdChange:
-    """One value in force changed: a line of the decision log."""
-
-    camera: str
-    timestamp: float
-    name: str
-    old: Any
-    new: Any
-    cause: str
-    """'profile', 'load' or 'fp_feedback'."""
-    period: str
-    figures: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": "threshold_change",
-            "camera": self.camera,
-            "t": round(self.timestamp, 3),
-            "name": self.name,
-            "old": self.old,
-            "new": self.new,
-            "cause": self.cause,
-            "period": self.period,
-            "figures": self.figures,
-        }
 
 
-@dataclass
-class FlagFeedback:
-    """Smoothed teacher feedback on one flag (or reason key) in one period of one camera."""
 
-    dismissal_rate: float = 0.0
-    verdicts: int = 0
-    """Escalations of this flag the teacher ruled on (confirmed or dismissed)."""
-    miss_rate: float = 0.0
-    audits: int = 0
-    """Audit verdicts counted for this flag."""
-    offset: int = 0
-    """Steps applied: > 0 stricter (more persistence), < 0 looser (audit misses)."""
-    since_change: int = 0
-    """Verdicts counted since ``offset`` last moved."""
-    updated_at: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dismissal_rate": round(self.dismissal_rate, 4),
-            "verdicts": self.verdicts,
-            "miss_rate": round(self.miss_rate, 4),
-            "audits": self.audits,
-            "offset": self.offset,
-            "since_change": self.since_change,
-            "updated_at": self.updated_at,
-        }
 
 
 # --------------------------------------------------------------------------------------
@@ -187,55 +75,16 @@ class FlagFeedback:
 # --------------------------------------------------------------------------------------
 
 
-def _seconds_of_day(text: str) -> int:
-    hours, minutes = text.split(":")
-    return int(hours) * 3600 + int(minutes) * 60
 
 
-def in_clock_window(local: datetime, start: str, end: str) -> bool:
-    """Is ``local`` in [start, end)?  end < start crosses midnight; end == start is all day."""
-    s, e = _seconds_of_day(start), _seconds_of_day(end)
-    t = local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
-    if s == e:
-        return True
-    if s < e:
-        return s <= t < e
-    return t >= s or t < e
 
 
-def select_period(
-    local: datetime, brightness: float | None, profiles: Mapping[str, ThresholdProfile]
-) -> tuple[str, str]:
-    """(period name, why) — brightness ranges first (a dark scene at noon is night), then the clock."""
-    by_clock = [name for name, p in profiles.items() if in_clock_window(local, p.start, p.end)]
-    if brightness is not None and math.isfinite(brightness):
-        by_light = [
-            name for name, p in profiles.items()
-            if p.brightness_min is not None and p.brightness_max is not None
-            and p.brightness_min <= brightness < p.brightness_max
-        ]
-        if by_light:
-            both = [n for n in by_light if n in by_clock]
-            return (both or by_light)[0], "brightness"
-    if by_clock:
-        return by_clock[0], "clock"
-    return DEFAULT_PERIOD, "no profile matches"
 
 
-def _zone(name: str) -> tzinfo | None:
-    """The configured zone; None = the machine's local zone."""
-    return None if name == "local" else ZoneInfo(name)
 
 
-def _to_epoch(iso: str, zone: tzinfo | None) -> float:
-    moment = datetime.fromisoformat(iso)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone) if zone is not None else moment.astimezone()
-    return moment.timestamp()
 
 
-def _local(epoch: float, zone: tzinfo | None) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=zone) if zone is not None else datetime.fromtimestamp(epoch).astimezone()
 
 
 # --------------------------------------------------------------------------------------
@@ -255,26 +104,13 @@ class ThresholdController:
         *,
         live: bool = False,
     ) -> None:
-        self.settings = settings
-        self.cfg: AdaptiveConfig = settings.adaptive
         self.camera = camera
         self.clock = clock
         self.live = live
         self.state_path = Path(state_path) if state_path is not None else resolve_state_path(settings)
-        self._zone = _zone(self.cfg.timezone)
+        self._configure(settings)
         # Files: t=0 is source_start (or the moment the run starts); live: the clock's now.
-        self._origin = _to_epoch(self.cfg.source_start, self._zone) if self.cfg.source_start else clock.wall()
-        self._base = self._period_values(None)
-        self._periods: dict[str, dict[str, Any]] = {DEFAULT_PERIOD: self._base}
-        for name, profile in self.cfg.profiles.items():
-            values = self._period_values(profile)
-            if values["persistence_k"] > values["persistence_n"]:
-                raise ConfigError(
-                    f"adaptive.profiles.{name}: persistence_k ({values['persistence_k']}) must be <= "
-                    f"persistence_n ({values['persistence_n']}) once merged with the escalation section"
-                )
-            self._periods[name] = values
-        self._triggers = Thresholds.from_config(settings.escalation).safety_triggers
+        self._origin = epoch_of(self.cfg.source_start, self._zone) if self.cfg.source_start else clock.wall()
         # period state
         self._period = DEFAULT_PERIOD
         self._period_reason = "adaptation disabled" if not self.cfg.enabled else "no profile matches"
@@ -292,7 +128,8 @@ class ThresholdController:
         # feedback state: period -> key -> FlagFeedback
         self.feedback: dict[str, dict[str, FlagFeedback]] = {}
         self._pending_figures: dict[str, dict[str, Any]] = {}
-        self._warned_per_flag = False
+        # Verdicts a person gives on the review page (another thread), counted by `update`.
+        self._submitted: SimpleQueue[tuple[tuple[str, ...], str, str]] = SimpleQueue()
         self._last_save_t: float | None = None
         self._provenance: dict[str, dict[str, Any]] = {}
         self.state_warning: str | None = None
@@ -302,16 +139,51 @@ class ThresholdController:
         for name in self._inforce.values():
             self._provenance[name] = {"since": None, "cause": "config"}
 
-    # -- public ------------------------------------------------------------------------
+    def _configure(self, settings: Settings) -> None:
+        """Take the configured values (at start and on reload): periods, base thresholds, triggers."""
+        self.settings = settings
+        self.cfg: AdaptiveConfig = settings.adaptive
+        self._zone = zone_named(self.cfg.timezone)
+        self._base = self._period_values(None)
+        self._periods: dict[str, dict[str, Any]] = {DEFAULT_PERIOD: self._base}
+        for name, profile in self.cfg.profiles.items():
+            values = self._period_values(profile)
+            if values["persistence_k"] > values["persistence_n"]:
+                raise ConfigError(
+                    f"adaptive.profiles.{name}: persistence_k ({values['persistence_k']}) must be <= "
+                    f"persistence_n ({values['persistence_n']}) once merged with the escalation section"
+                )
+            self._periods[name] = values
+        self._triggers = Thresholds.from_config(settings.escalation).safety_triggers
+
+        # -- public ------------------------------------------------------------------------
 
     @property
     def in_force(self) -> InForce:
         return self._inforce
 
+    def current(self) -> Thresholds:
+        """The thresholds in force now: what the escalation policy reads at every decision."""
+        return self._inforce.thresholds
+
+    def reload(self, settings: Settings, timestamp: float) -> list[ThresholdChange]:
+        """SIGHUP: the new configuration is the base from now on; feedback and load state carry over.
+
+        Returns what changed (cause ``reload``), like `update` does for adaptation."""
+        self._configure(settings)
+        if self._period not in self._periods:
+            self._period, self._period_reason = DEFAULT_PERIOD, "period removed by reload"
+        new = self._build(timestamp)
+        changes = [replace(ch, cause="reload") for ch in self._diff(self._inforce, new, timestamp, False)]
+        for ch in changes:
+            self._provenance[ch.name] = {"since": timestamp, "cause": "reload"}
+        self._inforce = replace(new, since=timestamp if changes else self._inforce.since)
+        return changes
+
     def local_time(self, timestamp: float) -> datetime:
         """The frame's wall-clock time in the configured zone."""
         epoch = self.clock.wall() if self.live else self._origin + timestamp
-        return _local(epoch, self._zone)
+        return local_datetime(epoch, self._zone)
 
     def update(
         self,
@@ -331,6 +203,7 @@ class ThresholdController:
         self._local_time = local.isoformat(timespec="seconds")
         self._smooth_brightness(timestamp, brightness)
         period_changed = self._update_period(timestamp, local)
+        submitted = self._count_submitted(timestamp)
         self._update_load(timestamp, queue, student_lag_s, cpu_busy)
         new = self._build(timestamp)
         changes = self._diff(self._inforce, new, timestamp, period_changed)
@@ -341,9 +214,9 @@ class ThresholdController:
         else:
             new = replace(new, since=self._inforce.since)
         self._inforce = new
-        if self._last_save_t is None:
+        if self._last_save_t is None and not submitted:
             self._last_save_t = timestamp
-        elif timestamp - self._last_save_t >= self.cfg.save_every_s:
+        elif submitted or timestamp - self._last_save_t >= self.cfg.save_every_s:
             self._last_save_t = timestamp
             self.save()
         return new, changes
@@ -404,6 +277,21 @@ class ThresholdController:
             fb.since_change += 1
             fb.updated_at = ts
             self._adjust(period, key, fb)
+
+    def submit_verdict(self, flags: Iterable[str], reason: str, verdict_kind: Any) -> None:
+        """Thread-safe: a person's verdict from the review page, counted like a teacher's by the next
+        `update` (on the runner's thread) in the period then in force, and saved at once."""
+        self._submitted.put((tuple(flags), reason, str(getattr(verdict_kind, "value", verdict_kind))))
+
+    def _count_submitted(self, timestamp: float) -> bool:
+        counted = False
+        while True:
+            try:
+                flags, reason, kind = self._submitted.get_nowait()
+            except Empty:
+                return counted
+            self.record_verdict(flags, reason, kind, timestamp)
+            counted = True
 
     def thresholds_for(self, period: str) -> InForce:
         """What would be in force in ``period`` now (feedback included, load bar as now)."""
@@ -577,13 +465,6 @@ class ThresholdController:
             if flag_k != k:
                 by_flag[key] = flag_k
         base = Thresholds.from_config(self.settings.escalation)
-        kwargs: dict[str, Any] = {}
-        if PER_FLAG_K_SUPPORTED:
-            kwargs["persistence_k_by_flag"] = MappingProxyType(dict(by_flag))
-        elif by_flag and not self._warned_per_flag:
-            self._warned_per_flag = True
-            log.warning("%s: per-flag persistence %s is computed but not applied: Thresholds has no persistence_k_by_flag",
-                        self.camera, by_flag)
         thresholds = replace(
             base,
             min_confidence=values["min_confidence"],
@@ -592,7 +473,7 @@ class ThresholdController:
             audit_every=values["audit_every"],
             flip_limit=values["flip_limit"],
             bar=self._bar,
-            **kwargs,
+            persistence_k_by_flag=MappingProxyType(dict(by_flag)),
         )
         return InForce(
             camera=self.camera,

@@ -22,7 +22,9 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from pipeline.records import EncodedFrame, FrameReport, GateReason, WindowStats
+from pipeline.incidents.evidence import EvidenceReader
+from pipeline.config import DEFAULT_SAFETY_TRIGGERS
+from pipeline.records import EncodedFrame, FrameReport, GateReason, SafetyEvidence, WindowStats
 
 log = logging.getLogger("edgewatch.window")
 
@@ -37,17 +39,21 @@ class _Entry:
     item: EncodedFrame | None
     flags: frozenset[str]
     confidence: float
+    evidence: SafetyEvidence
 
 
 class SlidingWindow:
     """Reports of one camera over the last ``window_s`` seconds of source time."""
 
-    def __init__(self, camera: str, window_s: float, *, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(self, camera: str, window_s: float, *, max_entries: int = MAX_ENTRIES,
+                 reader: EvidenceReader | None = None) -> None:
         if not (isinstance(window_s, (int, float)) and math.isfinite(window_s) and window_s > 0):
             raise ValueError(f"window_s must be a finite number > 0 (got {window_s!r})")
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1 (got {max_entries!r})")
         self.camera = camera
+        self.reader = reader or EvidenceReader(DEFAULT_SAFETY_TRIGGERS)
+        """Reads each report's safety evidence, once, as it enters the window."""
         self.window_s = float(window_s)
         self.max_entries = int(max_entries)
         self._entries: deque[_Entry] = deque()
@@ -75,7 +81,11 @@ class SlidingWindow:
             self.skipped += 1
             log.warning("window %s: skipped a report of camera %r", self.camera, report.camera)
             return self._stats
-        entry = _Entry(report=report, item=item, flags=frozenset(f for f in report.flags if f), confidence=_clean_confidence(report.confidence))
+        confidence = _clean_confidence(report.confidence)
+        gate = item.gate if item is not None else None
+        hint = gate.global_kind if gate is not None and gate.reason == GateReason.GLOBAL_CHANGE else None
+        entry = _Entry(report=report, item=item, flags=frozenset(f for f in report.flags if f), confidence=confidence,
+                       evidence=self.reader.read(report, confidence, hint))
         entries = self._entries
         if not entries:
             self._oldest_run_start = report.timestamp
@@ -208,8 +218,10 @@ class SlidingWindow:
             active_flags=newest.flags,
             observations=newest.report.observations,
             scene_change=gate is not None and gate.reason == GateReason.GLOBAL_CHANGE,
-            scene_change_kind=gate.global_kind if gate is not None and gate.reason == GateReason.GLOBAL_CHANGE else None,
+            scene_change_kind=newest.evidence.gate_hint,
             errors=errors,
+            evidence=newest.evidence,
+            recent_evidence=tuple(e.evidence for e in entries),
         )
 
 

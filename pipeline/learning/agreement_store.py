@@ -31,7 +31,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,17 @@ CREATE TABLE IF NOT EXISTS keyframes (
     PRIMARY KEY (record_id, idx)
 );
 CREATE INDEX IF NOT EXISTS keyframes_path ON keyframes (path);
+CREATE TABLE IF NOT EXISTS human_verdicts (
+    event_id TEXT NOT NULL,
+    escalation_id TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    flags TEXT NOT NULL,
+    note TEXT NOT NULL,
+    reviewed_at REAL NOT NULL,
+    PRIMARY KEY (event_id, escalation_id)
+);
+CREATE INDEX IF NOT EXISTS human_verdicts_escalation ON human_verdicts (escalation_id);
 """
 
 
@@ -165,6 +176,8 @@ class AgreementRecord:
     """The student's timeline, with its raw (uncalibrated) confidence."""
     keyframes: tuple[StoredKeyframe, ...]
     phash: int
+    verdict_source: str = "teacher"
+    """'teacher', or 'human' when a person's verdict (review page) replaced the teacher's verdict and flags."""
 
     @property
     def is_audit(self) -> bool:
@@ -180,6 +193,22 @@ class AgreementRecord:
     @property
     def newest_keyframe(self) -> StoredKeyframe:
         return max(self.keyframes, key=lambda k: (k.timestamp, k.frame_index))
+
+
+@dataclass(frozen=True, slots=True)
+class HumanVerdict:
+    """A person's verdict on an event (review page): ranked above the teacher's for the event's escalations."""
+
+    event_id: str
+    camera: str
+    verdict: VerdictKind
+    """CONFIRMED, or DISMISSED for a false alarm."""
+    flags: frozenset[str]
+    """The safety flags the person confirmed (empty for a false alarm)."""
+    note: str
+    reviewed_at: float
+    """Wall-clock seconds (the injected `Clock`)."""
+    escalation_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +434,9 @@ class AgreementStore:
             frames: dict[int, list[StoredKeyframe]] = {}
             for rid, path, fi, t, ph in self._db.execute("SELECT record_id, path, frame_index, t, phash FROM keyframes ORDER BY record_id, idx"):
                 frames.setdefault(int(rid), []).append(StoredKeyframe(self.frames_dir / path, int(fi), float(t), int(ph, 16)))
-        except sqlite3.Error as exc:
+            human = {esc: (VerdictKind(v), frozenset(json.loads(f))) for esc, v, f in self._db.execute(
+                "SELECT escalation_id, verdict, flags FROM human_verdicts WHERE escalation_id != '' ORDER BY reviewed_at")}
+        except (sqlite3.Error, ValueError) as exc:
             raise StoreError(f"agreement store {self.path} cannot be read: {exc}") from None
         out = []
         for row in rows:
@@ -418,9 +449,61 @@ class AgreementStore:
                     thresholds=json.loads(row[14]), calibration_version=row[15],
                     reports=tuple(report_from_json(r) for r in json.loads(row[16])),
                     keyframes=tuple(frames.get(int(row[0]), ())), phash=int(row[17], 16)))
+                if row[1] in human:  # a person's verdict outranks the teacher's
+                    verdict, flags = human[row[1]]
+                    out[-1] = replace(out[-1], verdict=verdict, teacher_flags=flags, verdict_source="human")
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("agreement store: skipping record %s that does not parse (%s)", row[0], exc)
         return [r for r in out if r.keyframes]
+
+    # -- human verdicts (the review page) --------------------------------------------------
+
+    def add_human_verdict(self, event_id: str, camera: str, verdict: VerdictKind, flags: Iterable[str], note: str,
+                          escalation_ids: Sequence[str]) -> HumanVerdict:
+        """Store (or replace) a person's verdict on an event and its escalations, in one transaction."""
+        if verdict not in (VerdictKind.CONFIRMED, VerdictKind.DISMISSED):
+            raise ValueError(f"a human verdict is confirmed or dismissed, not {verdict.value}")
+        result = HumanVerdict(event_id, camera, verdict, safety_set(flags), note, self.clock.wall(),
+                              tuple(dict.fromkeys(escalation_ids)))
+        flags_json = json.dumps(sorted(result.flags))
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("DELETE FROM human_verdicts WHERE event_id = ?", (event_id,))
+                self._db.executemany(
+                    "INSERT INTO human_verdicts (event_id, escalation_id, camera, verdict, flags, note, reviewed_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(event_id, esc, camera, verdict.value, flags_json, note, result.reviewed_at)
+                     for esc in (result.escalation_ids or ("",))])
+                self._db.execute("INSERT INTO meta(key, value) VALUES ('human_version', '1') ON CONFLICT(key) "
+                                 "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(f"agreement store {self.path}: human verdict not stored: {exc}") from None
+        return result
+
+    def human_verdicts(self) -> dict[str, HumanVerdict]:
+        """Every person's verdict, by event id."""
+        with self._lock:
+            try:
+                rows = self._db.execute("SELECT event_id, escalation_id, camera, verdict, flags, note, reviewed_at "
+                                        "FROM human_verdicts ORDER BY event_id, escalation_id").fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"agreement store {self.path} cannot be read: {exc}") from None
+        out: dict[str, HumanVerdict] = {}
+        for event_id, esc, camera, verdict, flags, note, at in rows:
+            known = out.get(event_id)
+            escalations = (known.escalation_ids if known else ()) + ((esc,) if esc else ())
+            out[event_id] = HumanVerdict(event_id, camera, VerdictKind(verdict), frozenset(json.loads(flags)), note,
+                                         float(at), escalations)
+        return out
+
+    def human_verdicts_version(self) -> int:
+        """Counts the human verdicts ever stored, so readers in other threads or processes know when to reload."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'human_version'").fetchone()
+        return int(row[0]) if row else 0
 
     # -- internals -------------------------------------------------------------------------
 
@@ -465,5 +548,5 @@ def store_path_for(cfg: LearningConfig, out_dir: Path) -> Path:
     return Path(cfg.store_path) if cfg.store_path is not None else Path(out_dir) / "agreement.sqlite"
 
 
-__all__: Sequence[str] = ("AddResult", "AgreementRecord", "AgreementStore", "StoreError", "StoredKeyframe", "dhash",
+__all__: Sequence[str] = ("AddResult", "AgreementRecord", "AgreementStore", "HumanVerdict", "StoreError", "StoredKeyframe", "dhash",
                           "hamming", "report_from_json", "report_to_json", "safety_set", "store_path_for")

@@ -26,6 +26,7 @@ import numpy as np
 from pipeline.learning.agreement_store import AddResult, AgreementRecord, AgreementStore, safety_set, store_path_for
 from pipeline.clock import Clock
 from pipeline.config import LearningConfig, Settings
+from pipeline.sinks.decision_log import CalibrationChange
 from pipeline.records import Escalation, FrameReport, Verdict, VerdictKind
 
 log = logging.getLogger("edgewatch.learning")
@@ -237,7 +238,7 @@ class Learner:
     """
 
     def __init__(self, store: AgreementStore, cfg: LearningConfig, *,
-                 on_change: Callable[[dict[str, Any]], None] | None = None, refit_every: int = REFIT_EVERY) -> None:
+                 on_change: Callable[[CalibrationChange], None] | None = None, refit_every: int = REFIT_EVERY) -> None:
         self.store = store
         self.cfg = cfg
         self.on_change = on_change
@@ -249,7 +250,7 @@ class Learner:
         self.refit()
 
     @classmethod
-    def open(cls, settings: Settings, clock: Clock, *, on_change: Callable[[dict[str, Any]], None] | None = None) -> "Learner | None":
+    def open(cls, settings: Settings, clock: Clock, *, on_change: Callable[[CalibrationChange], None] | None = None) -> "Learner | None":
         """None when ``learning.enabled`` is false."""
         cfg = settings.learning
         if not cfg.enabled:
@@ -298,8 +299,8 @@ class Learner:
             self.map = new
             log.info("calibration map %s in force (%d examples)", new.version, new.examples)
             if self.on_change is not None:
-                self.on_change({"kind": "calibration", "version": new.version, "examples": new.examples,
-                                "groups": sorted(new.by_flag), "applied": self.cfg.calibrate and not new.is_identity})
+                self.on_change(CalibrationChange(version=new.version, examples=new.examples, groups=sorted(new.by_flag),
+                                                 applied=self.cfg.calibrate and not new.is_identity))
         return self.map
 
     def close(self) -> None:

@@ -182,3 +182,64 @@ class MetricsServer:
         done.join(timeout_s)
         self._httpd.server_close()
         self._thread.join(timeout=max(0.1, timeout_s))
+
+
+#: Teacher verdicts over the bus take from a second (offline) to minutes (a busy GPU host).
+FLEET_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class FleetMetrics:
+    """The escalation bus as seen by an edge box or a teacher worker (docs/FLEET.md).
+
+    Registers into ``registry`` (a box's `Metrics.registry`, so one /metrics shows both) or
+    its own.  ``render`` makes it servable by `MetricsServer` on its own (a worker).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.queue_depth = Gauge("edgewatch_fleet_queue_depth", "Requests on the bus waiting or in review, by priority stream.", ["priority"], registry=r)
+        self.pending = Gauge("edgewatch_fleet_pending", "Requests delivered to a worker and not yet answered, by priority stream.", ["priority"], registry=r)
+        self.reclaimed_total = Counter("edgewatch_fleet_reclaimed", "Requests this worker took over from a worker that stopped answering.", ["worker"], registry=r)
+        self.worker_verdicts_total = Counter("edgewatch_fleet_worker_verdicts", "Verdicts written by each worker (its throughput is the rate).", ["worker", "verdict"], registry=r)
+        self.review_seconds = Histogram("edgewatch_fleet_review_seconds", "One review on a worker, read to verdict written.", ["worker"], buckets=FLEET_LATENCY_BUCKETS, registry=r)
+        self.verdict_latency_seconds = Histogram("edgewatch_fleet_verdict_latency_seconds", "On a box: request sent to verdict received.", buckets=FLEET_LATENCY_BUCKETS, registry=r)
+        self.bus_up = Gauge("edgewatch_fleet_bus_up", "1 while Redis answers, 0 while this process falls back.", registry=r)
+        self.fallbacks_total = Counter("edgewatch_fleet_fallbacks", "Times this box lost Redis and fell back to its own teacher queue.", registry=r)
+        self.local_reviews_total = Counter("edgewatch_fleet_local_reviews", "Escalations this box had reviewed by its own teacher queue (Redis unreachable).", registry=r)
+        self.duplicates_total = Counter("edgewatch_fleet_duplicate_replies", "Replies for a request already applied (at-least-once delivery): dropped, not applied twice.", registry=r)
+        self.sheds_total = Counter("edgewatch_fleet_sheds", "Requests shed by the site-wide bound, by reason.", ["reason"], registry=r)
+
+    def set_streams(self, figures: Mapping[str, tuple[int, int]]) -> None:
+        """Per priority name: (stream length, pending)."""
+        for priority, (length, pending) in figures.items():
+            self.queue_depth.labels(priority=priority).set(length)
+            self.pending.labels(priority=priority).set(pending)
+
+    def reclaimed(self, worker: str, n: int = 1) -> None:
+        self.reclaimed_total.labels(worker=worker).inc(n)
+
+    def worker_verdict(self, worker: str, verdict: str, seconds: float) -> None:
+        self.worker_verdicts_total.labels(worker=worker, verdict=verdict).inc()
+        self.review_seconds.labels(worker=worker).observe(max(0.0, seconds))
+
+    def verdict_latency(self, seconds: float) -> None:
+        self.verdict_latency_seconds.observe(max(0.0, seconds))
+
+    def set_bus_up(self, up: bool) -> None:
+        self.bus_up.set(1 if up else 0)
+
+    def fallback(self) -> None:
+        self.fallbacks_total.inc()
+
+    def local_review(self) -> None:
+        self.local_reviews_total.inc()
+
+    def duplicate(self) -> None:
+        self.duplicates_total.inc()
+
+    def shed(self, reason: str) -> None:
+        self.sheds_total.labels(reason=reason).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

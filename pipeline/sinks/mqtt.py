@@ -102,8 +102,11 @@ class MqttSink:
         reconnect_max_s: float = 30.0,
         ack_timeout_s: float = 10.0,
         clock: Clock | None = None,
+        availability: bool = True,
     ) -> None:
         self.host = host
+        # False for a second client (the review page's): only the run says whether edgewatch is available.
+        self.availability = availability
         self.port = int(port)
         self.topic_prefix = topic_prefix.strip("/") or "edgewatch"
         self.discovery_prefix = discovery_prefix.strip("/") or "homeassistant"
@@ -132,7 +135,8 @@ class MqttSink:
             self._client.username_pw_set(username, password)
         if tls:
             self._client.tls_set(ca_certs=ca_certs)
-        self._client.will_set(self.availability_topic, OFFLINE, qos=1, retain=True)
+        if availability:
+            self._client.will_set(self.availability_topic, OFFLINE, qos=1, retain=True)
         self._client.reconnect_delay_set(min_delay=max(1, int(reconnect_min_s)), max_delay=max(1, int(reconnect_max_s)))
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -148,12 +152,12 @@ class MqttSink:
         log.info("MQTT sink for %s:%d (tls=%s, user=%s), %d queued events from before", host, self.port, tls, username or "-", len(self.queue))
 
     @classmethod
-    def from_config(cls, cfg: Any, *, clock: Clock | None = None) -> "MqttSink":
+    def from_config(cls, cfg: Any, *, clock: Clock | None = None, availability: bool = True) -> "MqttSink":
         """Build from a config section with the same field names as the constructor's keywords."""
         names = ("port", "username", "password", "tls", "ca_certs", "topic_prefix", "discovery_prefix",
                  "client_id", "buffer_dir", "buffer_max", "keepalive_s")
         kwargs = {n: getattr(cfg, n) for n in names if getattr(cfg, n, None) is not None}
-        return cls(cfg.host, clock=clock, **kwargs)
+        return cls(cfg.host, clock=clock, availability=availability, **kwargs)
 
     # -- public API --------------------------------------------------------------------
 
@@ -170,9 +174,10 @@ class MqttSink:
     def state_topic(self, camera: str) -> str:
         return f"{self.topic_prefix}/{topic_safe(camera)}/state"
 
-    def publish_event(self, event: Event) -> None:
-        """Queue one event line (durably) for in-order QoS 1 delivery."""
-        after = event.to_json()
+    def publish_event(self, event: Event, line: dict[str, Any] | None = None) -> None:
+        """Queue one event line (durably) for in-order QoS 1 delivery (``line``: the event's JSON when
+        the caller already made it for the event log)."""
+        after = line if line is not None else event.to_json()
         with self._lock:
             before = self._last_line.get(event.id, after)
             if event.phase == "end":
@@ -239,7 +244,7 @@ class MqttSink:
         self._stop.set()
         self._wake.set()
         self._publisher.join(timeout=max(0.5, deadline - self._clock.monotonic()))
-        if self.connected:
+        if self.connected and self.availability:
             info = self._client.publish(self.availability_topic, OFFLINE, qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout=max(0.2, min(2.0, deadline - self._clock.monotonic())))
@@ -306,7 +311,8 @@ class MqttSink:
         with self._lock:
             self._generation += 1
             retained = list(self._discovery.items()) + [(self.state_topic(c), p) for c, p in self._states.items()]
-        client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
+        if self.availability:
+            client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
         for topic, payload in retained:  # a broker restarted without persistence forgot them
             client.publish(topic, payload, qos=1, retain=True)
         client.subscribe(f"{self.discovery_prefix}/status", qos=1)
