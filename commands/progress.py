@@ -39,6 +39,11 @@ class FileProgress:
                 self._bar.set_postfix_str(f"video {timestamp:.0f}{duration} s, events {self.events}", refresh=False)
             self._bar.update(step)
 
+    def clear(self) -> None:
+        """Take the bar off the terminal before a line goes to stdout (it comes back at the next frame)."""
+        if self._bar is not None:
+            self._bar.clear()
+
     def done(self) -> None:
         if self._bar is not None:
             self._bar.close()

@@ -157,6 +157,7 @@ class _EventPrinter:
             why = f" — {event.reasons[-1]}"
         elif event.phase == "update" and event.explanation:
             why = f" — {event.explanation.split('. ')[0].rstrip('.')}"
+        self._progress.clear()
         self._out.write(
             f"{event.phase:>6} {event.severity:<8} {event.type:<8} {event.camera} t={event.start:.1f}s{end}"
             f" conf={event.peak_confidence:.2f}{review}{why}\n"
@@ -239,6 +240,7 @@ def cmd_run(argv: Sequence[str]) -> int:
             signal.signal(sig, handler)
         if display is not None:
             display.close()
+    progress.done()
     for summary in summaries:
         stdout.write(summary.render() + "\n")
     return 0

@@ -227,7 +227,8 @@ class RunSummary:
         skipped = self.disk.get("skipped") if self.disk else None
         if skipped or (self.disk and (self.disk.get("lines_buffered_max") or self.disk.get("lines_lost"))):
             lines.append(f"  disk low: skipped {', '.join(f'{k} {v}' for k, v in sorted((skipped or {}).items())) or 'nothing'}; "
-                         f"log lines held in memory at most {self.disk.get('lines_buffered_max', 0)}, lost {self.disk.get('lines_lost', 0)}")
+                         f"log lines held in memory at most {self.disk.get('lines_buffered_max', 0)}, "
+                         f"dropped {self.disk.get('lines_lost', 0)}, not on disk at the end {self.disk.get('lines_unwritten', 0)}")
         lines.append(f"  output: {self.out_dir}")
         return "\n".join(lines)
 
@@ -277,7 +278,9 @@ class Outputs:
         return {**(self.guard.summary() if self.guard is not None else {}),
                 "snapshots_pruned": self.snapshots_pruned,
                 "lines_buffered_max": max(w.buffered_max for w in logs) if any(w.buffered_max > 1 for w in logs) else 0,
-                "lines_lost": sum(w.dropped for w in logs)}
+                "lines_lost": sum(w.dropped for w in logs),
+                # Lines still held when the summary is made: written if the disk frees up before exit, else lost.
+                "lines_unwritten": sum(w.buffered for w in logs)}
 
     def decision(self, record: DecisionRecord) -> None:
         self.decisions_log.write(record)

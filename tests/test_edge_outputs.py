@@ -179,3 +179,18 @@ def test_the_window_keeps_the_model_size_copy_not_the_full_decode() -> None:
     item = encode_frame(Frame("cam0", 0, 0.0, image), GateDecision(True, GateReason.FIRST, 0.0), EncodeConfig(max_side=896))
     slim = slim_encoded(item)
     assert slim.frame.image.shape == (504, 896, 3) and slim.jpeg is item.jpeg and slim.frame.timestamp == 0.0
+
+
+def test_a_truncated_file_is_flagged_in_the_summary(tmp_path: Path) -> None:
+    from helpers_video import make_clip
+
+    full = make_clip(tmp_path / "full.avi", n_frames=60, fps=30)
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full.read_bytes()[: len(full.read_bytes()) // 2])
+    proc = run_cli(str(cut), "--out", str(tmp_path / "out"), "--student", "offline", "--teacher", "offline", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["source_truncated"] and "unreadable" in summary["source_truncated"]
+    assert "source ended early" in proc.stdout
+    whole = run_cli(str(full), "--out", str(tmp_path / "out2"), "--student", "offline", "--teacher", "offline", "--quiet")
+    assert json.loads((tmp_path / "out2" / "summary.json").read_text())["source_truncated"] is None
