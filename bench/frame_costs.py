@@ -98,7 +98,6 @@ def load_window_and_monitor(settings: Settings) -> tuple[Callable[[FrameReport, 
             "bench",
             settings.states,
             safety_triggers=settings.escalation.safety_triggers,
-            suppress_s=settings.escalation.suppress_after_dismiss_s,
         )
     except Exception as exc:
         return None, f"could not construct: {type(exc).__name__}: {exc}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline.config import load_settings
 from pipeline.errors import UsageError
-from tools.evaluation import DEMO_LABELS, PAIRS, POLICIES, SWEEPS, evaluate, target_check
+from tools.evaluation import DEMO_LABELS, INFORMATIVENESS, PAIRS, POLICIES, SWEEPS, evaluate, target_check
 from tools.labels import load_labels
 
 log = logging.getLogger("edgewatch.evaluation")
@@ -32,8 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("edgewatch-eval"), help="report folder (default ./edgewatch-eval)")
     p.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated subset of {','.join(POLICIES)}")
     p.add_argument("--sweep", choices=SWEEPS, default="none",
-                   help="thresholds: our min_confidence sweep and the baselines' budgets; models: simulated student "
-                        "accuracy x confidence informativeness; all: both")
+                   help="thresholds: each policy family over its own knob (ours: min_confidence, persistence, max_keyframes, "
+                        "audit period; fixed interval: period; confidence only: threshold) for cost-quality curves; "
+                        "models: simulated student accuracy x confidence informativeness; all: both")
+    p.add_argument("--informativeness", default=",".join(f"{x:g}" for x in INFORMATIVENESS),
+                   help="comma-separated confidence settings the simulated pair runs at (default 0,0.5; "
+                        "0 = the student's confidence says nothing about being right)")
     p.add_argument("--fixed-interval-s", type=float, help="fixed-interval period (default: matched to ours' teacher images per clip)")
     p.add_argument("--only", action="append", default=[], metavar="TEXT", help="only clips whose file name contains TEXT (repeatable)")
     p.add_argument("--config", type=Path, help="YAML config (the evaluation: section holds the simulated models' parameters)")
@@ -50,6 +54,16 @@ def _seeds(text: str) -> list[int]:
     if not seeds:
         raise UsageError("--seeds: at least one seed")
     return list(dict.fromkeys(seeds))
+
+
+def _fractions(text: str, option: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: expected comma-separated numbers in 0..1") from None
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise UsageError(f"{option} {text!r}: expected comma-separated numbers in 0..1")
+    return list(dict.fromkeys(values))
 
 
 def cmd_evaluate(argv: Sequence[str]) -> int:
@@ -80,11 +94,16 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
         log.warning("the %s pair has no seed: running once", args.pair)
         seeds = seeds[:1]
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    informativeness = _fractions(args.informativeness, "--informativeness") if args.pair == "simulated" else []
     result = evaluate(labels=labels, pair=args.pair, seeds=seeds, out=args.out, base=base, policies=policies,
                       sweep=args.sweep, fixed_interval_s=args.fixed_interval_s, only=args.only,
-                      progress=(lambda m: sys.stderr.write(m + "\n")) if args.verbose else None)
-    sys.stdout.write(f"{args.pair} pair, {len(result.records)} runs, seeds {','.join(map(str, seeds))}\n\n{result.table}\n\n")
-    sys.stdout.write("\n".join(target_check(result.aggregates)) + "\n")
+                      progress=(lambda m: sys.stderr.write(m + "\n")) if args.verbose else None,
+                      informativeness=informativeness)
+    sys.stdout.write(f"{args.pair} pair, {len(result.records)} runs, seeds {','.join(map(str, seeds))}\n")
+    for block in result.blocks:
+        if block.informativeness is not None:
+            sys.stdout.write(f"\nconfidence informativeness {block.informativeness:g}\n")
+        sys.stdout.write(f"\n{block.table}\n\n" + "\n".join(target_check(block.aggregates)) + "\n")
     for s in result.skipped:
         sys.stdout.write(f"skipped {s}\n")
     sys.stdout.write(f"\nreport: {result.report_path}\njson:   {result.json_path}\n")

@@ -131,7 +131,8 @@ class EscalationConfig(_Section):
     persistence_n: int = Field(3, ge=1, le=100, description="See persistence_k.")
     audit_every: int = Field(120, ge=1, le=100000, description="Send a calm sequence to the teacher every this many analysed frames (samples silent misses).")
     flip_limit: int = Field(4, ge=1, le=1000, description="A flag switching on/off at least this many times in the window escalates.")
-    suppress_after_dismiss_s: float = Field(30.0, ge=0, le=86400, description="After the teacher dismisses a pattern, the same pattern does not escalate again for this long.")
+    suppress_after_dismiss_s: float = Field(30.0, ge=0, le=86400, description="After the teacher dismisses a pattern, its low-confidence, flip and scene-change signals do not escalate again for this long (safety evidence is never suppressed: a dismissal covers only the frames the teacher saw).")
+    reask_after_s: float = Field(2.0, ge=0, le=3600, description="A dismissed safety pattern that persists again on frames after the teacher's last keyframe is asked again at most this often (its alert stands meanwhile).")
     rearm_after_s: float = Field(2.0, ge=0, le=3600, description="A safety flag that returns after an analysed frame without it, and after being absent this long, is a new onset: earlier dismissals and escalations of it no longer hold it back.")
 
     @model_validator(mode="after")
@@ -165,6 +166,12 @@ class OfflineConfig(_Section):
     min_blob_area: float = Field(0.002, ge=0.0, le=0.5, description="Moving blobs smaller than this share of the frame are noise.")
 
 
+class MotionConfig(_Section):
+    enabled: bool = Field(True, description="Watch decoded frames between samples with a cheap dense motion observer (background subtraction and tracking on small grey frames) whose findings (a fall's speed) travel with the frames the student sees.")
+    fps: float = Field(12.5, gt=0, le=60, description="The observer looks at most this many frames per second of source time.")
+    width: int = Field(192, ge=64, le=640, description="Width of the grey copy the observer works on (height keeps the aspect).")
+
+
 class OutputConfig(_Section):
     out_dir: Path = Field(Path("./edgewatch-out"), description="Folder for events.jsonl, decisions.jsonl, snapshots and summary.json.")
     snapshots: bool = Field(True, description="Save a JPEG snapshot for each alert.")
@@ -189,6 +196,26 @@ class EvaluationConfig(_Section):
     student_latency_ms: float = Field(110.0, ge=0.0, le=600000, description="Latency reported (not slept) per simulated student call.")
     teacher_latency_ms: float = Field(820.0, ge=0.0, le=600000, description="Latency reported (not slept) per simulated teacher call.")
     match_tolerance_s: float = Field(2.0, ge=0.0, le=3600, description="An alert (or activity event) matches a labelled event of its type when it overlaps the event widened by this much on both sides.")
+
+
+class CostConfig(_Section):
+    """What a model call costs in model-seconds, for comparing routing policies (`evaluate`).
+
+    A call's fixed part, a per-image prefill term (a vision model spends ~280 tokens per image),
+    and a per-output-token term charged on the tokens a backend reports (none for offline/simulated)."""
+
+    student_call_ms: float = Field(60.0, ge=0.0, le=600000, description="Student: fixed cost per call (ms).")
+    student_image_ms: float = Field(50.0, ge=0.0, le=600000, description="Student: prefill cost per image (ms); 110 ms per 1-image call with the defaults.")
+    student_output_token_ms: float = Field(10.0, ge=0.0, le=10000, description="Student: cost per output token the backend reports (ms).")
+    teacher_call_ms: float = Field(540.0, ge=0.0, le=600000, description="Teacher: fixed cost per call (ms).")
+    teacher_image_ms: float = Field(280.0, ge=0.0, le=600000, description="Teacher: prefill cost per image (ms); 820 ms per 1-image call, 2220 ms per 6-image sequence with the defaults.")
+    teacher_output_token_ms: float = Field(25.0, ge=0.0, le=10000, description="Teacher: cost per output token the backend reports (ms).")
+
+    def student_s(self, calls: float, images: float, tokens: float = 0.0) -> float:
+        return (calls * self.student_call_ms + images * self.student_image_ms + tokens * self.student_output_token_ms) / 1000.0
+
+    def teacher_s(self, calls: float, images: float, tokens: float = 0.0) -> float:
+        return (calls * self.teacher_call_ms + images * self.teacher_image_ms + tokens * self.teacher_output_token_ms) / 1000.0
 
 
 class SkillsConfig(_Section):
@@ -391,9 +418,11 @@ class Settings(_Section):
     states: StatesConfig = Field(default_factory=StatesConfig)
     zones: list[Zone] = Field(default_factory=list, description="Polygons where a person is an intrusion.")
     offline: OfflineConfig = Field(default_factory=OfflineConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
     skills: SkillsConfig = Field(default_factory=SkillsConfig)
     adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
     cameras: list[CameraConfig] = Field(default_factory=list, description="Live cameras to watch together (run `edgewatch --config FILE` with no SOURCE).")

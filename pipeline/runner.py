@@ -29,11 +29,13 @@ from pipeline.errors import ConfigError, EdgewatchError, SourceError, UsageError
 from pipeline.frames.budget import BudgetDecision, KeyframeBudget
 from pipeline.frames.encode import encode_frame, slim_encoded
 from pipeline.frames.gate import ChangeGate
+from pipeline.frames.motion import MotionObserver
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
-from pipeline.incidents.evidence import EvidenceReader
+from pipeline.incidents.evidence import EvidenceReader, match_safety
 from pipeline.incidents.keyframes import build_escalation, pattern_onset
 from pipeline.incidents.thresholds import ThresholdController
 from pipeline.incidents.periods import mean_luma
+from pipeline.incidents.verdicts import coherent, coverage_of
 from pipeline.incidents.window import SlidingWindow
 from pipeline.learning.agreement_store import StoreError
 from pipeline.learning.calibration_map import Learner
@@ -353,6 +355,11 @@ class CameraPipeline:
         self.gate = ChangeGate(s.gate)
         # With the budget, the gate sees every decoded frame and the budget picks student frames.
         self.budget = KeyframeBudget(s.budget, sample_fps or s.capture.sample_fps) if s.budget.enabled else None
+        # The dense observer sees decoded frames between samples; its record rides on the frames the student gets.
+        self.motion = MotionObserver(width=s.motion.width, fps=s.motion.fps) if s.motion.enabled else None
+        self._observed: Frame | None = None
+        """The newest decoded frame, with the observer's record, until the student has seen it."""
+        self._falls_looked_at: set[tuple[int, float]] = set()
         self.student_concurrency = s.student.max_concurrent if backends.student.backend != "offline" else 1
         self.pool = StudentPool(backends.student, self.student_concurrency, drop_stale=not replay)
         self.summary = RunSummary(
@@ -389,7 +396,6 @@ class CameraPipeline:
             camera,
             s.states,
             safety_triggers=s.escalation.safety_triggers,
-            suppress_s=s.escalation.suppress_after_dismiss_s,
             rearm_after_s=s.escalation.rearm_after_s,
             thresholds=self.thresholds,
         )
@@ -398,18 +404,36 @@ class CameraPipeline:
 
     @property
     def capture_sampler(self) -> Sampler | None:
-        """The sampler capture applies before decoding (none with the budget: the gate sees every frame)."""
-        return None if self.budget is not None else self.sampler
+        """The sampler capture applies before decoding (none with the budget: the gate sees every frame;
+        none with the motion observer: it sees frames between samples)."""
+        return None if (self.budget is not None or self.motion is not None) else self.sampler
 
     def offer(self, frame: Frame) -> bool:
-        """A decoded frame; returns whether it was sampled.  Sampling happens in capture for files."""
+        """A decoded frame; returns whether it was sampled.  Sampling happens in capture for files without the observer."""
         self.newest_frame_ts = max(self.newest_frame_ts, frame.timestamp)
-        if self.budget is None and not self.sampler.accept(frame.timestamp):
+        frame, look = self._observe(frame)
+        if self.budget is None and not self.sampler.accept(frame.timestamp) and not look:
             return False
-        self.process(frame)
+        self.process(frame, look=look)
         return True
 
-    def process(self, frame: Frame) -> None:
+    def _observe(self, frame: Frame) -> tuple[Frame, bool]:
+        """Run the dense observer when due; the frame carries its newest record.  True when the observer
+        has just seen a fall: the student looks at this frame now rather than at the next sample."""
+        if self.motion is None:
+            return frame, False
+        if self.motion.wants(frame.timestamp):
+            self.motion.observe(frame.image, frame.timestamp)
+        record = self.motion.latest
+        frame = replace(frame, motion=record)
+        self._observed = frame
+        fall = record.fall if record is not None else None
+        if fall is None or (fall.track, fall.onset) in self._falls_looked_at:
+            return frame, False
+        self._falls_looked_at.add((fall.track, fall.onset))
+        return frame, True
+
+    def process(self, frame: Frame, *, look: bool = False) -> None:
         """A sampled frame: gate it, then encode and send it to the student, or let time pass."""
         self.summary.frames_sampled += 1
         self.newest_frame_ts = max(self.newest_frame_ts, frame.timestamp)
@@ -421,7 +445,7 @@ class CameraPipeline:
             elif decision.passed:
                 self._held = (frame, decision)
             decision = _as_sent(decision, admitted)
-        elif not decision.passed and self.monitor.state in _SAFETY_WATCH_STATES:
+        elif not decision.passed and (look or self.monitor.state in _SAFETY_WATCH_STATES):
             # While a safety pattern is open the student keeps looking, so persistence is
             # judged on fresh frames rather than on one frame and silence.
             self._safety_watch[decision.reason.value] += 1
@@ -430,6 +454,7 @@ class CameraPipeline:
             # outcome = the gate's verdict on the sampled frame (change, static, heartbeat, ...)
             self.outputs.metrics.frame(self.camera, decision.reason.value if decision.passed else "skipped_" + decision.reason.value)
         if decision.passed:
+            self._observed = None
             self.pool.submit(encode_frame(frame, decision, self.settings.encode))
             if self.replay and self.student_concurrency == 1:
                 self._handle_reports(self.pool.drain())
@@ -544,6 +569,10 @@ class CameraPipeline:
             if self.outputs.metrics is not None:
                 self.outputs.metrics.shed()
             return
+        # What a verdict may change (pipeline/incidents/verdicts.py): a self-contradicting one is
+        # unverified, and a dismissal covers only the frames the teacher saw.
+        verdict = coherent(verdict, self._match_safety)
+        coverage = coverage_of(result.escalation, verdict, self._match_safety)
         kind = verdict.kind.value
         self.summary.verdicts[kind] = self.summary.verdicts.get(kind, 0) + 1
         for key, value in verdict.timings.items():
@@ -551,10 +580,13 @@ class CameraPipeline:
         if self.outputs.metrics is not None:
             self.outputs.metrics.verdict(kind)
         self.outputs.decision(VerdictReceived(t=round(self.last_ts, 3), wait_s=round(result.wait_s, 3),
-                                              service_s=round(result.service_s, 3), verdict=verdict.to_json()))
+                                              service_s=round(result.service_s, 3), verdict=verdict.to_json(),
+                                              covers=coverage.to_json() if coverage is not None else None))
         if verdict.kind == VerdictKind.DISMISSED:
             self.policy.suppress(result.escalation.flags, self.last_ts + self.settings.escalation.suppress_after_dismiss_s,
                                  reason=result.escalation.reason)
+            if coverage is not None:
+                self.policy.cover(coverage)
         if verdict.explanation:
             self._explanation = verdict.explanation
         if self.learner is not None:
@@ -563,7 +595,10 @@ class CameraPipeline:
         if self.settings.adaptive.enabled:
             self.thresholds.record_verdict(result.escalation.flags, result.escalation.reason, verdict.kind.value,
                                          self.last_ts, verdict.safety_flags)
-        self._apply(self.monitor.apply_verdict(verdict, self.last_ts))
+        self._apply(self.monitor.apply_verdict(verdict, self.last_ts, coverage))
+
+    def _match_safety(self, flags: Any, observations: Any) -> frozenset[str]:
+        return match_safety(flags, observations, self.window.reader.triggers)
 
     def _record_example(self, escalation: Any, verdict: Any) -> None:
         guard = self.outputs.guard
@@ -600,7 +635,19 @@ class CameraPipeline:
             final = self.budget.finish()
             if final.send:
                 self.pool.submit(encode_frame(frame, _as_sent(decision, final), self.settings.encode))
+        self._final_motion_look()
         self._handle_reports(self.pool.drain())
+
+    def _final_motion_look(self) -> None:
+        """The video ended while the observer still sees someone down (or falling): the student looks at
+        the last frame, so a fall in the last second of a clip can still raise its alert."""
+        if self.motion is None or self._observed is None:
+            return
+        record = self.motion.finish(self._observed.timestamp)
+        if record is None or record.fall is None:
+            return
+        frame, self._observed = replace(self._observed, motion=record), None
+        self.process(frame, look=True)
 
     def finish(self, end_ts: float) -> None:
         self._apply(self.monitor.close(max(self.last_ts, end_ts)))
@@ -888,7 +935,10 @@ class Runner:
                 self._apply_reload(pipelines)
                 if self.on_progress is not None:
                     self.on_progress(frame.index, source.frame_count, frame.timestamp, source.fps)
-                pipe.process(frame)
+                if pipe.capture_sampler is None:
+                    pipe.offer(frame)
+                else:
+                    pipe.process(frame)
                 self._route(queue, pipelines)
                 switches()
                 if metrics is not None:

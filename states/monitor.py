@@ -18,17 +18,19 @@ Guards (each names its reason in the `Transition` it produces, with the figures 
 * ``notice_activity`` idle → observing: the newest report shows activity — an observation
   clause naming something present or moving (`ACTIVITY_WORDS`, not negated by a
   `QUIET_WORDS` word earlier in the clause) at confidence ≥ ``activity_min_confidence``,
-  or a (non-suppressed) safety flag.  Starts an *activity event* (person / vehicle / motion).
+  or a safety flag no dismissal covers.  Starts an *activity event* (person / vehicle / motion).
 * ``raise_suspicion`` observing/cooldown → suspicious: the newest report's flags name a
-  safety trigger (``safety_triggers`` ∪ ``tamper``) that is not suppressed.  Flags are
+  safety trigger (``safety_triggers`` ∪ ``tamper``) that no dismissal covers.  Flags are
   matched exactly as the escalation policy matches them (`pipeline.incidents.evidence.match_safety`:
   ``person_fall`` → fall, ``no_fire`` → nothing), so monitor and policy agree on what a
   safety flag is; events are typed by the canonical trigger name.  ``model_error`` is
   not a trigger: a failed analysis never alerts; it only *holds* the current state (it is
   no evidence that things went quiet).
 * ``persist_alert`` suspicious → alert: a trigger flag is in ≥ k of the last n reports
-  (``escalation.persistence_k``/``_n`` in force, the same rule the policy escalates on).  One alert event per persisting flag type.  Used when
-  the runner has not escalated (teacher disabled, or before its decision).
+  (``escalation.persistence_k``/``_n`` in force, the same rule the policy escalates on), or
+  ``tamper`` on a frame the change gate read as a tamper change (`evidence.gate_corroborated`:
+  an instant has one frame).  One alert event per persisting flag type.  Used when the runner
+  has not escalated (teacher disabled, or before its decision).
 * ``calm_down`` suspicious → observing: no trigger flag for ``quiet_after_s``.
 * ``go_quiet`` observing → idle: no activity for ``quiet_after_s``; the activity event ends.
 * ``end_alert`` alert → cooldown: no trigger flag for ``quiet_after_s``; alert events end.
@@ -39,7 +41,9 @@ Guards (each names its reason in the `Transition` it produces, with the figures 
   (alert first, explanation later); the verdict updates the same event id.
 * ``teacher_confirmed`` → alert (or → observing when neither the escalation nor the
   teacher names a safety flag: nothing to alert about);
-  ``teacher_dismissed`` → observing (the flag pattern is suppressed for ``suppress_s``);
+  ``teacher_dismissed`` → observing (the dismissal *covers* the frames the teacher saw, up to
+  its last keyframe: they stop counting as evidence; later or stronger frames count again and
+  alert on their own — `pipeline.incidents.verdicts`);
   ``teacher_unverified`` → alert marked unverified (or → observing without a safety flag).
 * ``verdict_timeout`` escalated → alert (review ``unverified``) when no verdict came within
   ``verdict_timeout_s`` (60 s of source time) and an alert is pending or a trigger still
@@ -71,14 +75,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from transitions import Machine
 
 from pipeline.config import EscalationConfig, StatesConfig
-from pipeline.incidents.escalation import FixedThresholds, Onsets, Thresholds, ThresholdSource, drop_patterns_with, track_onsets
-from pipeline.incidents.evidence import match_safety, persisting
+from pipeline.incidents.escalation import FixedThresholds, Onsets, Thresholds, ThresholdSource, track_onsets
+from pipeline.incidents.evidence import gate_corroborated, match_safety, persisting
+from pipeline.incidents.verdicts import Coverage, prune, review_after_dismissal, review_on_escalation, uncover, uncovered
 from pipeline.records import (
     ALWAYS_TRIGGERS,
     Event,
@@ -197,7 +202,6 @@ class CameraMonitor:
         cfg: StatesConfig,
         safety_triggers: Iterable[str],
         *,
-        suppress_s: float = 30.0,
         verdict_timeout_s: float = VERDICT_TIMEOUT_S,
         rearm_after_s: float = 2.0,
         thresholds: ThresholdSource | None = None,
@@ -209,7 +213,6 @@ class CameraMonitor:
         # ones the escalation policy reads: one rule, one owner.
         self.thresholds: ThresholdSource = thresholds or FixedThresholds(Thresholds.from_config(
             EscalationConfig(safety_triggers=sorted(self.triggers))))
-        self.suppress_s = max(0.0, float(suppress_s))
         self.verdict_timeout_s = float(verdict_timeout_s)
         self.rearm_after_s = max(0.0, float(rearm_after_s))
         self._onsets = Onsets()
@@ -223,7 +226,8 @@ class CameraMonitor:
         self._activity: _OpenEvent | None = None
         self._alerts: dict[str, _OpenEvent] = {}
         self._pending: dict[str, _Pending] = {}
-        self._suppressed: dict[frozenset[str], float] = {}
+        self._coverages: tuple[Coverage, ...] = ()
+        """What the teacher's dismissals covered (`pipeline.incidents.verdicts`)."""
         self._alert_ended_at: dict[str, float] = {}
         self._event_counter = 0
         self._carried = 0
@@ -261,12 +265,12 @@ class CameraMonitor:
         self._stats = stats
         self._carried = 0
         self._onsets, new_onsets = track_onsets(self._onsets, self._evidence_triggers(stats), t, self.rearm_after_s)
-        if new_onsets and self._suppressed:
+        if new_onsets and self._coverages:
             # The same rule as the escalation policy: a flag back after a real absence is a new
-            # incident, and an earlier dismissal does not hide it.
-            self._suppressed = drop_patterns_with(self._suppressed, new_onsets)
-            log.info("%s t=%.2f: %s back after an absence: dismissal no longer applies", self.camera, t, sorted(new_onsets))
-        flags = self._live_triggers(self._evidence_triggers(stats), t)
+            # incident, and an earlier dismissal does not speak for it.
+            self._coverages = tuple(c for c in self._coverages if not (c.flags & new_onsets))
+        self._coverages = prune(self._coverages, t - stats.window_s)
+        flags = self._live_now(stats)
         activity = self._activity_kind(stats)
         if activity is not None or flags:
             self._last_activity_ts = t
@@ -288,7 +292,7 @@ class CameraMonitor:
         t = self._advance(timestamp)
         if self._stats is not None:
             # Same scene as the last analysed frame: carry its activity and flags forward.
-            if self._live_triggers(self._evidence_triggers(self._stats), t):
+            if self._live_now(self._stats):
                 if advanced:
                     self._carried += 1
                 self._last_flag_ts = t
@@ -340,7 +344,7 @@ class CameraMonitor:
             # shows a confirmed alert must not put that alert back in doubt: only a new
             # safety escalation re-opens review of an alert.
             if safety or (ev.type in canonical and ev.review != Review.CONFIRMED):
-                self._mark_review(ev, escalation_id, Review.PENDING_REVIEW, why)
+                self._mark_review(ev, escalation_id, review_on_escalation(ev.review), why)
         if safety:
             for kind in types:
                 if kind not in self._alerts:
@@ -348,8 +352,11 @@ class CameraMonitor:
                     ev.escalation_ids.add(escalation_id)
         return self._flush()
 
-    def apply_verdict(self, verdict: Verdict, timestamp: float) -> MonitorOutput:
-        """Apply the teacher's verdict on an escalation (confirmed / dismissed / unverified)."""
+    def apply_verdict(self, verdict: Verdict, timestamp: float, coverage: Coverage | None = None) -> MonitorOutput:
+        """Apply the teacher's verdict on an escalation (confirmed / dismissed / unverified).
+
+        A dismissal covers ``coverage`` (the frames the teacher saw, `verdicts.coverage_of`);
+        without it, every frame up to the verdict's arrival at any confidence."""
         t = self._time(timestamp)
         resolved = [p for p in self._pending.values()
                     if p.escalation_id == verdict.escalation_id
@@ -381,7 +388,7 @@ class CameraMonitor:
         if verdict.kind == VerdictKind.CONFIRMED:
             self._verdict_confirmed(t, context)
         elif verdict.kind == VerdictKind.DISMISSED:
-            self._verdict_dismissed(t, context, escalated_flags)
+            self._verdict_dismissed(t, context, escalated_flags, coverage)
         else:
             self._verdict_unverified(t, context)
         return self._flush()
@@ -397,15 +404,11 @@ class CameraMonitor:
             self._activity = None
         return self._flush()
 
-    def is_suppressed(self, flags: Iterable[str], timestamp: float) -> bool:
-        """True when every one of ``flags`` belongs to a pattern the teacher dismissed less than
-        ``suppress_s`` ago (an empty set is never suppressed)."""
-        norm = frozenset(f for f in (normalise_flag(x) for x in flags) if f)
-        if not norm:
-            return False
-        live = self._suppressed_flags(timestamp)
-        canonical = self._triggers_in(norm)
-        return norm <= live or (bool(canonical) and canonical <= live)
+    def is_covered(self, flags: Iterable[str], timestamp: float, confidence: float) -> bool:
+        """True when a teacher's dismissal speaks for every safety trigger ``flags`` name on a
+        frame at ``timestamp`` with ``confidence`` (no trigger named: False)."""
+        canonical = self._triggers_in(frozenset(f for f in (normalise_flag(x) for x in flags) if f))
+        return bool(canonical) and not uncovered(canonical, timestamp, confidence, self._coverages)
 
     # ==================================================================================
     # Driving the machine
@@ -486,14 +489,6 @@ class CameraMonitor:
     # Evidence
     # ==================================================================================
 
-    def _suppressed_flags(self, t: float) -> set[str]:
-        for pattern in [p for p, until in self._suppressed.items() if until <= t]:
-            del self._suppressed[pattern]
-        live: set[str] = set()
-        for pattern in self._suppressed:
-            live |= pattern
-        return live
-
     def _triggers_in(self, flags: frozenset[str]) -> frozenset[str]:
         """The canonical trigger names ``flags`` speak of, matched exactly as the escalation
         policy matches them (synonyms, negation: ``person_fall`` → fall, ``no_fire`` → nothing)."""
@@ -507,18 +502,19 @@ class CameraMonitor:
             self._trigger_cache[flags] = hit
         return hit
 
-    def _live_triggers(self, flags: frozenset[str], t: float) -> frozenset[str]:
-        """Safety triggers among ``flags`` that the teacher has not recently dismissed."""
-        hits = self._triggers_in(flags)
-        if hits and self._suppressed:
-            hits = hits - self._suppressed_flags(t)
+    def _live_now(self, stats: WindowStats) -> frozenset[str]:
+        """Safety triggers of the newest report that no dismissal covers (a gate-skipped frame
+        shows that same report)."""
+        hits = self._evidence_triggers(stats)
+        if hits and self._coverages and stats.evidence is not None:
+            hits = uncovered(hits, stats.evidence.timestamp, stats.evidence.confidence, self._coverages)
         return hits
 
     def _activity_kind(self, stats: WindowStats) -> str | None:
         evidence = stats.evidence
         if evidence is not None and evidence.activity is not None and stats.confidence_last >= self.cfg.activity_min_confidence:
             return evidence.activity
-        if self._live_triggers(self._evidence_triggers(stats), self._now):
+        if self._live_now(stats):
             return "motion"
         return None
 
@@ -535,9 +531,13 @@ class CameraMonitor:
         if self._carried and recent:
             # Each gate-skipped frame since shows the same scene: one more report with that evidence.
             recent = (recent + (recent[-1],) * min(self._carried, rule.persistence_n))[-rule.persistence_n:]
-        if self._suppressed:
-            recent = tuple(replace(ev, triggers=self._live_triggers(ev.triggers, t)) for ev in recent)
-        return {f: int(round(c)) for f, c in persisting(recent, rule).items() if f in self.triggers}
+        # Frames a dismissal covered are answered; later (or stronger) frames count again.
+        recent = uncover(recent, self._coverages)
+        found = {f: int(round(c)) for f, c in persisting(recent, rule).items() if f in self.triggers}
+        # An instant the gate backs (a cut, a covered lens) alerts on its one frame.
+        for f in gate_corroborated(recent[-1]) - found.keys() if recent else ():
+            found[f] = rule.k_for(f)
+        return dict(sorted(found.items()))
 
     # ==================================================================================
     # Guards (conditions): each passing guard names its reason and figures
@@ -550,7 +550,7 @@ class CameraMonitor:
         kind = self._activity_kind(stats)
         if kind is None:
             return False
-        flags = sorted(self._live_triggers(self._evidence_triggers(stats), self._now))
+        flags = sorted(self._live_now(stats))
         if flags:
             reason = f"safety flag {', '.join(flags)} in view"
         else:
@@ -564,7 +564,7 @@ class CameraMonitor:
         if stats is None:
             return False
         t = event.kwargs["timestamp"]
-        flags = sorted(self._live_triggers(self._evidence_triggers(stats), t))
+        flags = sorted(self._live_now(stats))
         if not flags:
             return False
         return self._pass(
@@ -781,18 +781,24 @@ class CameraMonitor:
             # A confirmed alert lasts at least quiet_after_s from the verdict.
             self._last_flag_ts = max(self._last_flag_ts, t)
 
-    def _verdict_dismissed(self, t: float, ctx: dict[str, Any], escalated_flags: frozenset[str]) -> None:
+    def _verdict_dismissed(self, t: float, ctx: dict[str, Any], escalated_flags: frozenset[str],
+                           coverage: Coverage | None) -> None:
         verdict: Verdict = ctx["verdict"]
-        # Both the flags as sent and their canonical trigger names, so "person_fall" suppresses fall.
-        pattern = frozenset(escalated_flags) | self._triggers_in(frozenset(escalated_flags))
-        if pattern and self.suppress_s > 0:
-            self._suppressed[pattern] = max(self._suppressed.get(pattern, -math.inf), t + self.suppress_s)
-            log.info("%s: pattern %s suppressed until t=%.2f after dismissal", self.camera, sorted(pattern), t + self.suppress_s)
+        # Canonical trigger names, so a dismissed "person_fall" covers fall.
+        if coverage is None:
+            coverage = Coverage(flags=self._triggers_in(frozenset(escalated_flags)), until=t, strength=1.0,
+                                escalation_id=verdict.escalation_id)
+        if coverage.flags:
+            self._coverages += (coverage,)
+            log.info("%s: dismissal covers %s up to t=%.2f (confidence <= %.2f)", self.camera, sorted(coverage.flags),
+                     coverage.until, coverage.strength)
         why = ctx["why"]
         for ev in ctx["linked"]:
             ev.explanation = verdict.explanation
-            self._mark_review(ev, verdict.escalation_id, Review.DISMISSED, why, force=True)
+            self._mark_review(ev, verdict.escalation_id, review_after_dismissal(ev.review), why, force=True)
             self._end_alert_event(ev.type, t, why)
+            # A dismissed alert was never reported as real: the teacher naming its type later is new, not a repeat.
+            self._alert_ended_at.pop(ev.type, None)
         if self.state in ("escalated", "alert"):
             self.trigger("teacher_dismissed", timestamp=t, stats=self._stats, context=ctx)
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import EscalationConfig
+from pipeline.incidents.verdicts import Coverage
 from pipeline.incidents.evidence import EvidenceReader
 from pipeline.incidents.escalation import EscalationPolicy, PolicyMemory, QueueState, Thresholds, backpressure_level, decide, suppress
 from pipeline.incidents.evidence import match_safety
@@ -137,20 +138,40 @@ def test_recurrence_after_the_incident_cleared_escalates_at_once() -> None:
     assert escalated_at(decisions) == [1, 6]
 
 
-def test_suppressed_pattern_waits_until_expiry_and_a_new_flag_breaks_through() -> None:
-    policy = EscalationPolicy(thresholds())
-    reports = [report(t, ["fire"] if t < 26 else ["fire", "weapon"]) for t in range(30)]
+def test_a_dismissal_covers_its_frames_and_later_evidence_is_asked_again_at_the_reask_rate() -> None:
+    policy = EscalationPolicy(thresholds(reask_after_s=4.0))
+    reports = [report(t, ["fire"]) for t in range(14)]
     decisions = []
     for i, rep in enumerate(reports):
         decisions.append(policy.evaluate(window_stats(reports[: i + 1]), CALM_QUEUE))
-        if rep.timestamp == 1:
-            policy.suppress(["fire"], until=20.0)  # the teacher dismissed the first escalation
-        if rep.timestamp == 21:
-            policy.suppress(["fire"], until=100.0)
-    assert escalated_at(decisions) == [1, 20, 27]
-    assert {decisions[i].reason for i in range(2, 20)} == {"suppressed"}
-    assert decisions[27].flags == {"fire", "weapon"}
-    assert decisions[26].reason == "suppressed" and decisions[28].reason == "cooloff"
+        if decisions[-1].escalate:
+            # The teacher dismisses every sequence it sees, up to the newest frame.
+            policy.cover(Coverage(frozenset({"fire"}), until=rep.timestamp, strength=0.9))
+    # Frames after each dismissal are a new question: two of them persist (k = 2) and the
+    # pattern is asked again, no sooner than reask_after_s after the last question.
+    assert escalated_at(decisions) == [1, 5, 9, 13]
+    assert {d.reason for d in decisions if not d.escalate} <= {"calm", "blip", "reask_wait"}
+    assert all(d.reason != "suppressed" for d in decisions)
+
+
+def test_a_dismissal_does_not_cover_stronger_evidence_than_the_teacher_saw() -> None:
+    def after_dismissal(strength: float) -> bool:
+        policy = EscalationPolicy(thresholds(persistence_k=1, reask_after_s=0.0))
+        reports = [report(0, ["fire"], conf=0.6), report(1, ["fire"], conf=0.95)]
+        policy.evaluate(window_stats(reports[:1]), CALM_QUEUE)
+        policy.cover(Coverage(frozenset({"fire"}), until=1.0, strength=strength))
+        return policy.evaluate(window_stats(reports), CALM_QUEUE).escalate
+
+    assert after_dismissal(strength=0.95) is False  # the teacher saw the 0.95 frame: answered
+    assert after_dismissal(strength=0.6) is True  # it saw only the weak frame: the strong one is a new question
+
+
+def test_suppress_never_holds_back_safety() -> None:
+    policy = EscalationPolicy(thresholds())
+    policy.suppress(["fire"], until=50.0, reason="safety:fire")
+    fire = [report(t, ["fire"]) for t in range(3)]
+    decisions = [policy.evaluate(window_stats(fire[: i + 1]), CALM_QUEUE) for i in range(3)]
+    assert [d.reason for d in decisions][1] == "safety:fire"
 
 
 def test_a_dismissed_audit_suppresses_nothing() -> None:

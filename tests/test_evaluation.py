@@ -156,10 +156,18 @@ def _cli(*args: str, timeout: float = 170.0) -> subprocess.CompletedProcess[str]
 def test_evaluate_command_on_the_demo_fixture_reports_every_policy(tmp_path: Path) -> None:
     proc = _cli("--pair", "simulated", "--seeds", "0", "--out", str(tmp_path / "eval"))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    table_rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
-    assert {row.split("|")[1].strip() for row in table_rows[1:]} == set(POLICIES)
+    table_rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith("| policy")]
+    assert {row.split("|")[1].strip() for row in table_rows} == set(POLICIES)
+    assert proc.stdout.count("| policy | event F1 (safety 3x)") == 2  # informativeness 0 and 0.5
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["pair"] == "simulated" and set(report["aggregates"]) == set(POLICIES)
+    points = report["points"]
+    assert {(p["policy"], p["informativeness"]) for p in points} == {(p, i) for p in POLICIES for i in (0.0, 0.5)}
+    for p in points:
+        assert set(p) == {"policy", "setting", "informativeness", "model_seconds", "event_f1", "safety_recall", "time_to_alert_s"}
+        assert p["model_seconds"] > 0
+    cost = {p["policy"]: p["model_seconds"] for p in points if p["informativeness"] == 0.0}
+    assert cost["teacher_only"] > cost["ours"] > cost["student_only"]
     assert "simulated pair" in (tmp_path / "eval" / "report.md").read_text()
     for policy in POLICIES:
         assert report["aggregates"][policy]["frame_accuracy"]["n"] == 1
@@ -181,3 +189,43 @@ def test_evaluate_command_errors_are_one_line(tmp_path: Path, args: list[str], n
     assert proc.returncode == 2
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_weighted_event_f1_weighs_safety_three_times_and_phantom_types_score_zero() -> None:
+    from tools.evaluation import ClipScore, RunRecord, weighted_event_f1
+
+    score = ClipScore()
+    score.by_type = {"fire": [2, 2, 2, 2], "person": [4, 2, 2, 2], "fall": [0, 0, 3, 0]}
+    record = RunRecord("ours", "ours", "c", 0, score, 0, 0, 0, 0, 0, 0.0, 0.0, 0, "")
+    # fire F1 1.0 (weight 3), person F1 2/3 (weight 1), fall phantom F1 0 (weight 3).
+    assert weighted_event_f1([record]) == pytest.approx((3 * 1.0 + 1 * (2 / 3) + 0.0) / 7)
+
+
+def test_cost_model_charges_calls_images_and_tokens() -> None:
+    from pipeline.config import CostConfig
+
+    cost = CostConfig()
+    assert cost.student_s(1, 1) == pytest.approx(0.110)
+    assert cost.teacher_s(1, 1) == pytest.approx(0.820)
+    assert cost.teacher_s(1, 6) == pytest.approx(0.540 + 6 * 0.280)
+    assert cost.teacher_s(1, 1, tokens=40) == pytest.approx(0.820 + 40 * 0.025)
+
+
+def test_referee_scores_like_real_clips() -> None:
+    from tools import referee
+    from tools.labels import ClipLabels, LabelledEvent
+
+    clip = ClipLabels(file="c.mp4", duration_s=30.0, events=(LabelledEvent("fall", 10.0, 11.0), LabelledEvent("person", 0.0, 20.0)),
+                      quiet=((22.0, 30.0),))
+    lines = referee.event_lines([
+        {"id": "a", "type": "person", "flags": [], "start": 1.0, "end": 19.0},
+        {"id": "b", "type": "motion", "flags": ["fall"], "start": 12.5, "end": None},   # 1.5 s after the end: found
+        {"id": "c", "type": "fire", "flags": ["fire"], "start": 25.0, "end": 26.0},     # wrong, and in a quiet interval
+        {"id": "d", "type": "fall", "flags": [], "start": 8.0},                         # 2 s early: too early, wrong
+    ])
+    s = referee.score(clip, lines)
+    assert s.found == {"fall": 1, "person": 1} and s.total == {"fall": 1, "person": 1}
+    assert s.wrong_safety == {"fire": 1, "fall": 1}
+    assert s.quiet_alarmed == 1 and s.quiet_intervals == 1
+    assert s.ids["fall"] == 2 and s.true_ids["fall"] == 1
+    assert "| ours | fall | 1 / 1 | 100% | 50% | 1 |" in referee.per_type_table({"ours": s})

@@ -56,13 +56,13 @@ def test_dismissed_pattern_is_re_armed_by_a_new_onset_but_not_while_it_stays() -
 def test_monitor_alerts_again_after_a_new_onset() -> None:
     from pipeline.records import Verdict, VerdictKind
 
-    monitor = CameraMonitor("c", StatesConfig(), ["fire"], suppress_s=30.0, rearm_after_s=2.0)
+    monitor = CameraMonitor("c", StatesConfig(), ["fire"], rearm_after_s=2.0)
     window = SlidingWindow("c", 10.0)
     for t in (30.0, 30.5):
         monitor.update(window.add(_report(t, ("fire",))))
     monitor.escalate("e1", "i1", "safety:fire", frozenset({"fire"}), 30.5, True)
     monitor.apply_verdict(Verdict("e1", "c", "i1", VerdictKind.DISMISSED, (), (), 0.9, "a lamp", "test", "t", 1.0), 30.5)
-    assert monitor.is_suppressed({"fire"}, 31.0)
+    assert monitor.is_covered({"fire"}, 30.5, 0.9) and not monitor.is_covered({"fire"}, 31.0, 0.9)
     new_alerts = []
     for r in (_report(36.0), _report(38.5, ("fire",)), _report(39.0, ("fire",))):
         out = monitor.update(window.add(r))

@@ -42,7 +42,6 @@ class Replay:
     cfg: StatesConfig = field(default_factory=StatesConfig)
     persistence: tuple[int, int] = (2, 3)
     """k of n: the thresholds in force (escalation.persistence_k/n), the one persistence rule."""
-    suppress_s: float = 30.0
     window_s: float = 10.0
     transitions: list[Transition] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
@@ -51,8 +50,7 @@ class Replay:
         self.window = SlidingWindow(CAM, self.window_s)
         k, n = self.persistence
         rule = Thresholds.from_config(EscalationConfig(safety_triggers=TRIGGERS, persistence_k=k, persistence_n=n))
-        self.monitor = CameraMonitor(CAM, self.cfg, safety_triggers=TRIGGERS, suppress_s=self.suppress_s,
-                                     thresholds=FixedThresholds(rule))
+        self.monitor = CameraMonitor(CAM, self.cfg, safety_triggers=TRIGGERS, thresholds=FixedThresholds(rule))
 
     def _take(self, out: MonitorOutput) -> MonitorOutput:
         self.transitions.extend(out.transitions)
@@ -327,8 +325,8 @@ def test_safety_escalation_alerts_first_then_confirmed_updates_same_event() -> N
     assert upd.peak_confidence == pytest.approx(0.97)  # aggregates kept updating while escalated
 
 
-def test_escalation_after_k_of_n_alert_marks_pending_then_dismissed_ends_and_suppresses() -> None:
-    r = Replay(suppress_s=30.0)
+def test_escalation_after_k_of_n_alert_marks_pending_then_dismissed_ends_and_covers_only_what_it_saw() -> None:
+    r = Replay()
     r.frame(0.0, PERSON, ("fire",))
     r.frame(1.0, PERSON, ("fire",))
     assert r.monitor.state == "alert"
@@ -343,18 +341,17 @@ def test_escalation_after_k_of_n_alert_marks_pending_then_dismissed_ends_and_sup
     assert [(e.phase, e.review) for e in lines] == [("update", ReviewStatus.DISMISSED), ("end", ReviewStatus.DISMISSED)]
     assert lines[-1].end == 2.0 and lines[-1].explanation == "a red lamp"
     assert r.monitor.open_incident_id is None
-    # Suppressed: the same pattern does not raise suspicion for suppress_s …
-    assert r.monitor.is_suppressed({"fire"}, 10.0)
-    assert not r.monitor.is_suppressed({"fire", "fall"}, 10.0)
-    assert not r.monitor.is_suppressed(set(), 10.0)
-    for t in (3.0, 4.0, 5.0):
-        r.frame(t, PERSON, ("fire",))
-    assert r.monitor.state == "observing"
-    assert len(r.alerts()) == 1
-    # … but another flag still does, and after suppress_s the pattern counts again.
-    assert not r.monitor.is_suppressed({"fire"}, 32.0)
-    r.frame(33.0, PERSON, ("fire",))
+    # The dismissal covers the frames up to its arrival (no keyframe times given) …
+    assert r.monitor.is_covered({"fire"}, 1.0, 0.9)
+    assert not r.monitor.is_covered({"fire", "fall"}, 1.0, 0.9)
+    assert not r.monitor.is_covered(set(), 1.0, 0.9)
+    # … and fire seen after it is a new question: it alerts again on its own.
+    assert not r.monitor.is_covered({"fire"}, 3.0, 0.9)
+    r.frame(3.0, PERSON, ("fire",))
     assert r.monitor.state == "suspicious"
+    r.frame(4.0, PERSON, ("fire",))
+    assert r.monitor.state == "alert"
+    assert len(r.alerts()) == 2 and r.alerts()[-1].start == 4.0
 
 
 def test_non_safety_escalation_confirmed_with_teacher_safety_flag_starts_alert() -> None:
@@ -561,12 +558,10 @@ def test_dismissing_an_unrelated_escalation_keeps_the_alert() -> None:
     assert "goes on" in r.transitions[-1].reason
 
 
-def test_dismissal_suppresses_synonym_flags_too() -> None:
+def test_dismissal_covers_synonym_flags_too() -> None:
     r = Replay()
     r.frame(0.0, PERSON, ("person_fall",))
     r.escalate("esc-1", ("person_fall",), 0.0, safety=True)
     r.verdict(verdict(VerdictKind.DISMISSED, "esc-1"), 1.0)
-    assert r.monitor.is_suppressed({"fall"}, 2.0) and r.monitor.is_suppressed({"Person Fall"}, 2.0)
-    r.frame(2.0, PERSON, ("fall",))
-    r.frame(3.0, PERSON, ("fall",))
+    assert r.monitor.is_covered({"fall"}, 0.0, 0.9) and r.monitor.is_covered({"Person Fall"}, 1.0, 0.9)
     assert r.monitor.state == "observing"

@@ -1,7 +1,7 @@
 """Baseline routing policies with the `EscalationPolicy` interface, for `evaluate` only.
 
-Each has ``evaluate(stats, queue_state) -> Decision``, ``suppress(flags, until, reason=None)``
-and ``thresholds_in_force() -> dict``, so the runner drives them exactly as it drives ours
+Each has ``evaluate(stats, queue_state) -> Decision``, ``suppress(flags, until, reason=None)``,
+``cover(coverage)`` and ``thresholds_in_force() -> dict``, so the runner drives them exactly as it drives ours
 (`Runner(..., policy_factory=...)`).  Monitoring always uses `pipeline.incidents.escalation.EscalationPolicy`.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from pipeline.incidents.escalation import Decision, QueueState
+from pipeline.incidents.verdicts import Coverage
 from pipeline.records import Priority, WindowStats
 
 
@@ -30,6 +31,9 @@ class NeverEscalate:
         return Decision(False, "never_escalates", None, frozenset())
 
     def suppress(self, flags: Iterable[str], until: float, reason: str | None = None) -> None:
+        return None
+
+    def cover(self, coverage: Coverage) -> None:
         return None
 
     def thresholds_in_force(self) -> dict[str, Any]:
@@ -59,6 +63,9 @@ class ConfidenceOnly:
 
     def suppress(self, flags: Iterable[str], until: float, reason: str | None = None) -> None:
         return None  # the naive policy has no memory
+
+    def cover(self, coverage: Coverage) -> None:
+        return None
 
     def thresholds_in_force(self) -> dict[str, Any]:
         return {"policy": self.name, "min_confidence": self.min_confidence}

@@ -55,7 +55,9 @@ from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, UsageError
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
+from tools import referee
 from tools.labels import ACTIVITY_TYPES, ClipLabels, LabelledEvent, LabelSet, is_safety_type
+from tools.referee import RefereeScore
 from pipeline.records import EncodedFrame, Escalation, FrameReport, Priority, Verdict, VerdictKind
 
 log = logging.getLogger("edgewatch.evaluation")
@@ -69,9 +71,15 @@ POLICIES: tuple[str, ...] = ("student_only", "teacher_only", "ours", "ours_singl
 TEACHER_SLOT = frozenset({"teacher_only", "fixed_interval"})
 PAIRS = ("simulated", "offline", "ollama")
 SWEEPS = ("none", "thresholds", "models", "all")
-#: Our policy's threshold sweep (min_confidence) and the baselines' budget sweeps.
-SWEEP_MIN_CONFIDENCE = (0.5, 0.6, 0.72, 0.8, 0.9)
-SWEEP_FIXED_INTERVAL_S = (2.0, 5.0, 10.0, 20.0)
+#: Each policy family over its own knob (``--sweep thresholds``): cost–quality curves.
+SWEEP_MIN_CONFIDENCE = (0.5, 0.6, 0.8, 0.9)
+SWEEP_PERSISTENCE = ((1, 3), (3, 4))
+SWEEP_MAX_KEYFRAMES = (1, 3)
+SWEEP_AUDIT_EVERY = (30, 480)
+SWEEP_SAMPLE_FPS = (1.0, 0.5)
+SWEEP_FIXED_INTERVAL_S = (1.0, 2.0, 5.0, 10.0, 20.0)
+#: Confidence settings the simulated pair is run at by default (``--informativeness``).
+INFORMATIVENESS = (0.0, 0.5)
 SWEEP_STUDENT_ACCURACY = (0.55, 0.68, 0.8)
 SWEEP_INFORMATIVENESS = (0.0, 0.5, 1.0)
 #: Frames of context the teacher-in-the-student's-slot adapter shows with each frame.
@@ -235,6 +243,8 @@ class ClipScore:
     alert_delays: list[float] = field(default_factory=list)
     found_safety: set[int] = field(default_factory=set)
     """Indexes (into the clip's events) of safety events found."""
+    by_type: dict[str, list[int]] = field(default_factory=dict)
+    """Type → [labelled events, found, counted detections, detections overlapping a labelled event of the type]."""
 
 
 def score_clip(clip: ClipLabels, detections: Sequence[Detection], grid: Sequence[float], tolerance_s: float) -> ClipScore:
@@ -251,6 +261,15 @@ def score_clip(clip: ClipLabels, detections: Sequence[Detection], grid: Sequence
                 s.alert_delays.append(max(0.0, m.found[i].start - ev.start))
     s.detections = m.counted
     s.true_detections = len(m.true_detections)
+    for i, ev in enumerate(clip.events):
+        row = s.by_type.setdefault(ev.type, [0, 0, 0, 0])
+        row[0] += 1
+        row[1] += int(i in m.found)
+    for d in detections:
+        if d.counts:
+            row = s.by_type.setdefault(d.type, [0, 0, 0, 0])
+            row[2] += 1
+            row[3] += int(d.id in m.true_detections)
     for t in grid:
         s.frames += 1
         s.frames_correct += int(alerted_types(detections, t) == safety_truth(clip, t))
@@ -283,6 +302,10 @@ class RunRecord:
     out_dir: str
     reference_frames: int = 0
     """Frames the standard pipeline analyses on this clip (the student-only run's)."""
+    model_s: float = 0.0
+    """Model-seconds charged by the cost model (`Settings.cost`): calls, images, output tokens."""
+    referee: RefereeScore = field(default_factory=RefereeScore)
+    """The event log scored by ``real_clips.py``'s rules (`tools.referee`)."""
 
     @property
     def teacher_share(self) -> float:
@@ -298,6 +321,7 @@ class RunRecord:
                 "teacher_images": self.teacher_images, "teacher_frames": self.teacher_frames, "reference_frames": self.reference_frames,
                 "teacher_share": None if math.isnan(self.teacher_share) else round(self.teacher_share, 4),
                 "student_ms": round(self.student_ms, 1), "teacher_ms": round(self.teacher_ms, 1),
+                "model_s": round(self.model_s, 3), "by_type": s.by_type, "referee": self.referee.to_json(),
                 "escalations": self.escalations, "out_dir": self.out_dir}
 
 
@@ -310,6 +334,13 @@ class Variant:
     min_confidence: float | None = None
     fixed_interval_s: float | None = None
     evaluation: dict[str, float] = field(default_factory=dict)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Settings section → field updates (a sweep's knob, an ablation's switch)."""
+
+    @property
+    def setting(self) -> str:
+        """The part of the name after the policy ("default" for the policy as configured)."""
+        return self.name.split("@", 1)[1] if "@" in self.name else "default"
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -377,6 +408,9 @@ def variant_settings(base: Settings, variant: Variant, clip_index: int, out_dir:
         updates["escalation"] = s.escalation.model_copy(update={"min_confidence": variant.min_confidence})
     if variant.policy in ("ours_single_frame", "confidence_only"):
         updates["teacher"] = updates["teacher"].model_copy(update={"max_keyframes": 1})
+    for section, fields in variant.overrides.items():
+        current = updates.get(section, getattr(s, section))
+        updates[section] = current.model_copy(update=dict(fields))
     if variant.policy == "fixed_interval":
         interval = variant.fixed_interval_s or 10.0
         updates["gate"] = s.gate.model_copy(update={"enabled": False})
@@ -418,6 +452,14 @@ def run_variant(variant: Variant, *, pair: str, base: Settings, labels: LabelSet
     reviewed_images = sum(keyframes.get(v.get("escalation_id"), 0) for v in verdicts)
     # Distinct frames the teacher looked at (sequences overlap: a frame seen twice counts once).
     seen_frames = {round(float(t), 3) for v in verdicts for t in keyframe_times.get(v.get("escalation_id"), [])}
+    # Images sent in the teacher's slot: one per frame, or the frame and its context (offline sequence teacher).
+    slot_images = (backends.student.images if isinstance(backends.student, TeacherAsStudent) else analysed) if teacher_slot else 0
+    slot_tokens = sum(float(d.get("student", {}).get("timings", {}).get("eval_count", 0.0)) for d in decisions
+                      if d.get("kind") == "decision")
+    verdict_tokens = sum(float(v.get("timings", {}).get("eval_count", 0.0)) for v in verdicts)
+    cost = settings.cost
+    model_s = cost.teacher_s(len(verdicts), reviewed_images, verdict_tokens) + (
+        cost.teacher_s(analysed, slot_images, slot_tokens) if teacher_slot else cost.student_s(analysed, analysed, slot_tokens))
     record = RunRecord(
         policy=variant.policy, variant=variant.name, clip=clip.file, seed=seed, score=score, analysed=analysed,
         student_calls=0 if teacher_slot else analysed,
@@ -426,7 +468,8 @@ def run_variant(variant: Variant, *, pair: str, base: Settings, labels: LabelSet
         teacher_frames=analysed if teacher_slot else len(seen_frames),
         student_ms=0.0 if teacher_slot else slot_ms,
         teacher_ms=(slot_ms if teacher_slot else 0.0) + verdict_ms,
-        escalations=len(keyframes), out_dir=str(out_dir),
+        escalations=len(keyframes), out_dir=str(out_dir), model_s=model_s,
+        referee=referee.score(clip, referee.event_lines(events)),
     )
     (out_dir / "metrics.json").write_text(json.dumps(record.to_json(), indent=2) + "\n", encoding="utf-8")
     return record
@@ -453,6 +496,7 @@ def pooled_metrics(records: Sequence[RunRecord], teacher_only: Sequence[RunRecor
         if t is not None:
             missed += len(t.score.found_safety - r.score.found_safety)
     return {
+        "event_f1": weighted_event_f1(records),
         "event_recall": _ratio(sum(r.score.found for r in records), ev),
         "precision": _ratio(sum(r.score.true_detections for r in records), sum(r.score.detections for r in records)),
         "safety_recall": _ratio(sum(r.score.safety_found for r in records), sum(r.score.safety_events for r in records)),
@@ -464,7 +508,36 @@ def pooled_metrics(records: Sequence[RunRecord], teacher_only: Sequence[RunRecor
         "teacher_images": float(sum(r.teacher_images for r in records)),
         "teacher_share": _ratio(sum(r.teacher_frames for r in records), ref),
         "compute_s": sum(r.student_ms + r.teacher_ms for r in records) / 1000.0,
+        "model_seconds": sum(r.model_s for r in records),
+        "safety_found": float(sum(r.score.safety_found for r in records)),
+        "tamper_recall": _ratio(sum(r.score.by_type.get("tamper", [0, 0])[1] for r in records),
+                                sum(r.score.by_type.get("tamper", [0, 0])[0] for r in records)),
     }
+
+
+#: Weight of a safety type in the per-type event F1 (person/vehicle weigh 1).
+SAFETY_F1_WEIGHT = 3.0
+
+
+def weighted_event_f1(records: Sequence[RunRecord]) -> float:
+    """Per-type event F1 pooled over clips, averaged over types with safety types weighted
+    `SAFETY_F1_WEIGHT`: recall = labelled events found, precision = counted detections that overlap
+    a labelled event of their type.  A type only ever detected (a phantom) scores 0."""
+    rows: dict[str, list[int]] = {}
+    for r in records:
+        for t, counts in r.score.by_type.items():
+            acc = rows.setdefault(t, [0, 0, 0, 0])
+            for i, c in enumerate(counts):
+                acc[i] += c
+    total_w, total = 0.0, 0.0
+    for t, (events, found, dets, true) in rows.items():
+        recall = found / events if events else 0.0
+        precision = true / dets if dets else 0.0
+        f1 = 2 * recall * precision / (recall + precision) if recall + precision else 0.0
+        w = SAFETY_F1_WEIGHT if is_safety_type(t) else 1.0
+        total_w += w
+        total += w * f1
+    return total / total_w if total_w else float("nan")
 
 
 def spread(values: Sequence[float]) -> dict[str, float | None]:
@@ -492,7 +565,9 @@ def aggregate(records: Sequence[RunRecord], seeds: Sequence[int]) -> dict[str, d
             for k, v in m.items():
                 per_seed.setdefault(k, []).append(v)
         policy = next(r.policy for r in records if r.variant == name)
-        out[name] = {"policy": policy, **{k: spread(v) for k, v in per_seed.items()}}
+        setting = name.split("@", 1)[1] if "@" in name else "default"
+        out[name] = {"policy": policy, "setting": setting, **{k: spread(v) for k, v in per_seed.items()},
+                     "safety_found_by_seed": per_seed.get("safety_found", [])}
     return out
 
 
@@ -501,18 +576,19 @@ def aggregate(records: Sequence[RunRecord], seeds: Sequence[int]) -> dict[str, d
 # --------------------------------------------------------------------------------------
 
 _COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("event_f1", "event F1 (safety 3x)", "pct"),
+    ("safety_recall", "safety recall", "pct"),
+    ("time_to_alert_s", "time to alert (s)", "sec"),
+    ("model_seconds", "model-seconds", "sec"),
     ("event_recall", "event recall", "pct"),
     ("precision", "precision", "pct"),
-    ("safety_recall", "safety recall", "pct"),
     ("missed_vs_teacher_only", "safety missed vs teacher-only", "num"),
-    ("frame_accuracy", "frame accuracy", "pct"),
-    ("accuracy_vs_teacher_only", "accuracy / teacher-only", "pct"),
-    ("time_to_alert_s", "time to alert (s)", "sec"),
+    ("frame_accuracy", "frame accuracy (secondary)", "pct"),
     ("student_calls", "student calls", "num"),
     ("teacher_calls", "teacher calls", "num"),
     ("teacher_images", "teacher images", "num"),
     ("teacher_share", "teacher share", "pct"),
-    ("compute_s", "model compute (s)", "sec"),
+    ("compute_s", "latency sum (s)", "sec"),
 )
 
 
@@ -541,29 +617,54 @@ def markdown_table(agg: dict[str, dict[str, Any]], variants: Sequence[str]) -> s
     return "\n".join(rows)
 
 
+def _mean(agg: dict[str, dict[str, Any]], name: str, key: str) -> float | None:
+    cell = agg.get(name, {}).get(key)
+    return None if not isinstance(cell, dict) else cell.get("mean")
+
+
+def dominated(point: dict[str, Any], by: dict[str, Any]) -> bool:
+    """``by`` costs no more model-seconds, scores no lower event F1 and alerts no later."""
+    m = lambda v, k: v.get(k, {}).get("mean")  # noqa: E731
+    cost, f1, tta = m(point, "model_seconds"), m(point, "event_f1"), m(point, "time_to_alert_s")
+    bcost, bf1, btta = m(by, "model_seconds"), m(by, "event_f1"), m(by, "time_to_alert_s")
+    if None in (cost, f1, bcost, bf1):
+        return False
+    later = tta is not None and btta is not None and btta > tta + 1e-9
+    return bcost <= cost + 1e-9 and bf1 >= f1 - 1e-9 and not later
+
+
 def target_check(agg: dict[str, dict[str, Any]]) -> list[str]:
-    """The issue's target, stated against what was measured (means over seeds)."""
-
-    def mean(name: str, key: str) -> float | None:
-        cell = agg.get(name, {}).get(key)
-        return None if not cell else cell.get("mean")
-
+    """Issue 17's targets, stated against what was measured (means over seeds)."""
     lines = []
-    ratio, share, missed = mean("ours", "accuracy_vs_teacher_only"), mean("ours", "teacher_share"), mean("ours", "missed_vs_teacher_only")
-    if ratio is not None:
-        lines.append(f"- ours keeps {ratio * 100:.1f}% of teacher-only frame accuracy (target >= 97%): {'met' if ratio >= 0.97 else 'NOT met'}")
-    if share is not None:
-        lines.append(f"- ours puts the teacher on {share * 100:.1f}% of analysed frames (target <= 15%): {'met' if share <= 0.15 else 'NOT met'}")
-    if missed is not None:
-        lines.append(f"- safety events teacher-only found that ours missed: {missed:.2f} per seed (target 0): {'met' if missed == 0 else 'NOT met'}")
-    ours_acc = mean("ours", "frame_accuracy")
-    for other in ("fixed_interval", "confidence_only"):
-        acc, osh = mean(other, "frame_accuracy"), mean(other, "teacher_share")
-        if ours_acc is None or acc is None or osh is None or share is None:
+    ours_seeds, alone_seeds = agg.get("ours", {}).get("safety_found_by_seed"), agg.get("student_only", {}).get("safety_found_by_seed")
+    if ours_seeds and alone_seeds:
+        ok = all(o >= a for o, a in zip(ours_seeds, alone_seeds))
+        lines.append(f"- safety events found per seed, ours vs student only: {[int(x) for x in ours_seeds]} vs "
+                     f"{[int(x) for x in alone_seeds]} (target: ours >= student only on every seed): {'met' if ok else 'NOT met'}")
+    ours_points = {n: v for n, v in agg.items() if v.get("policy") in ("ours", "ours_single_frame")}
+    for name, v in agg.items():
+        if v.get("policy") not in ("fixed_interval", "confidence_only"):
             continue
-        verdict = "beats" if ours_acc > acc else "does NOT beat"
-        lines.append(f"- ours {verdict} {other}: frame accuracy {ours_acc * 100:.1f}% vs {acc * 100:.1f}% "
-                     f"at teacher share {share * 100:.1f}% vs {osh * 100:.1f}%")
+        by = next((o for o, ov in ours_points.items() if dominated(v, ov)), None)
+        lines.append(f"- {name} ({_fmt(v.get('model_seconds'), 'sec')} model-s, F1 {_fmt(v.get('event_f1'), 'pct')}): "
+                     + (f"dominated by {by}" if by else "NOT dominated by any ours point"))
+    t_cost, t_f1, t_safety = (_mean(agg, "teacher_only", k) for k in ("model_seconds", "event_f1", "safety_recall"))
+    if t_cost and t_f1 is not None:
+        cheap = [(n, v) for n, v in ours_points.items() if (_mean(agg, n, "model_seconds") or math.inf) <= 0.2 * t_cost]
+        if cheap:
+            name, best = max(cheap, key=lambda nv: _mean(agg, nv[0], "event_f1") or 0.0)
+            f1, safety = _mean(agg, name, "event_f1") or 0.0, _mean(agg, name, "safety_recall") or 0.0
+            ok = f1 >= 0.97 * t_f1 and (t_safety is None or safety >= t_safety - 1e-9)
+            lines.append(f"- best ours point at <= 20% of teacher-only model-seconds: {name} "
+                         f"({(_mean(agg, name, 'model_seconds') or 0) / t_cost * 100:.1f}% of the cost) keeps "
+                         f"{f1 / t_f1 * 100 if t_f1 else float('nan'):.1f}% of teacher-only event F1 (target >= 97%), safety recall "
+                         f"{safety * 100:.1f}% vs {(t_safety or 0) * 100:.1f}%: {'met' if ok else 'NOT met'}")
+        else:
+            lines.append("- no ours point at <= 20% of teacher-only model-seconds: NOT met")
+    for name in ("teacher_only", "ours"):
+        tamper = _mean(agg, name, "tamper_recall")
+        if tamper is not None:
+            lines.append(f"- {name} finds {tamper * 100:.1f}% of tamper/scene-cut events")
     return lines
 
 
@@ -584,28 +685,7 @@ def write_plots(out: Path, agg: dict[str, dict[str, Any]], records: Sequence[Run
         return []
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    written = []
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for policy in POLICIES:
-        pts = [(v["teacher_share"]["mean"], v["frame_accuracy"]["mean"], v["teacher_share"]["sd"] or 0, v["frame_accuracy"]["sd"] or 0)
-               for name, v in agg.items() if v["policy"] == policy and v.get("teacher_share", {}).get("mean") is not None
-               and v.get("frame_accuracy", {}).get("mean") is not None]
-        if not pts:
-            continue
-        pts.sort()
-        xs, ys, xe, ye = zip(*pts)
-        style = "-o" if len(pts) > 1 else "o"
-        ax.errorbar(xs, ys, xerr=xe, yerr=ye, fmt=style, capsize=3, label=policy)
-    ax.set_xlabel("teacher share (distinct frames the teacher saw / analysed frames)")
-    ax.set_ylabel("frame accuracy on labelled intervals")
-    ax.set_title(f"accuracy vs teacher share ({backend} pair)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    path = plots / "accuracy_vs_teacher_share.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(str(path))
+    written = [cost_quality_plot(plt, plots / "cost_quality.png", agg, backend)]
     seed = records[0].seed if records else 0
     for clip in clips:
         run = next((r for r in records if r.variant == "ours" and r.clip == clip.file and r.seed == seed), None)
@@ -615,6 +695,35 @@ def write_plots(out: Path, agg: dict[str, dict[str, Any]], records: Sequence[Run
         _timeline(plt, path, clip, Path(run.out_dir), backend, seed)
         written.append(str(path))
     return written
+
+
+def cost_quality_plot(plt: Any, path: Path, agg: dict[str, dict[str, Any]], backend: str) -> str:
+    """Event F1 and time to alert against model-seconds, one curve per policy family over its knob."""
+    fig, (ax_f1, ax_tta) = plt.subplots(1, 2, figsize=(12, 5))
+    for policy in POLICIES:
+        pts = sorted((v["model_seconds"]["mean"], v["event_f1"]["mean"], (v.get("time_to_alert_s") or {}).get("mean"), v["setting"])
+                     for v in agg.values() if v["policy"] == policy and v.get("model_seconds", {}).get("mean") is not None
+                     and v.get("event_f1", {}).get("mean") is not None)
+        if not pts:
+            continue
+        xs = [p[0] for p in pts]
+        style = "-o" if len(pts) > 1 else "o"
+        ax_f1.plot(xs, [p[1] for p in pts], style, label=policy)
+        ax_tta.plot([p[0] for p in pts if p[2] is not None], [p[2] for p in pts if p[2] is not None], style, label=policy)
+        for x, y, _, setting in pts:
+            if setting != "default":
+                ax_f1.annotate(setting, (x, y), fontsize=6, alpha=0.7)
+    for ax, label in ((ax_f1, "event F1 (per type, safety 3x)"), (ax_tta, "time to alert (s)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("model-seconds (cost model)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"cost–quality ({backend} pair)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
 
 
 def _timeline(plt: Any, path: Path, clip: ClipLabels, run_dir: Path, backend: str, seed: int) -> None:
@@ -664,6 +773,17 @@ def _timeline(plt: Any, path: Path, clip: ClipLabels, run_dir: Path, backend: st
 
 
 @dataclass
+class EvaluationBlock:
+    """The runs at one confidence setting (None: the pair's own confidence)."""
+
+    informativeness: float | None
+    records: list[RunRecord]
+    aggregates: dict[str, dict[str, Any]]
+    table: str
+    referee: dict[str, RefereeScore]
+
+
+@dataclass
 class EvaluationResult:
     records: list[RunRecord]
     aggregates: dict[str, dict[str, Any]]
@@ -673,6 +793,7 @@ class EvaluationResult:
     report_path: Path
     json_path: Path
     table: str
+    blocks: list[EvaluationBlock] = field(default_factory=list)
 
 
 def _variants_for(policies: Sequence[str], sweep: str) -> list[Variant]:
@@ -680,6 +801,13 @@ def _variants_for(policies: Sequence[str], sweep: str) -> list[Variant]:
     if sweep in ("thresholds", "all"):
         if "ours" in policies:
             out += [Variant("ours", f"ours@min_conf={c:g}", min_confidence=c) for c in SWEEP_MIN_CONFIDENCE]
+            out += [Variant("ours", f"ours@persistence={k}/{n}",
+                            overrides={"escalation": {"persistence_k": k, "persistence_n": n}}) for k, n in SWEEP_PERSISTENCE]
+            out += [Variant("ours", f"ours@max_keyframes={m}", overrides={"teacher": {"max_keyframes": m}})
+                    for m in SWEEP_MAX_KEYFRAMES]
+            out += [Variant("ours", f"ours@audit_every={a}", overrides={"escalation": {"audit_every": a}})
+                    for a in SWEEP_AUDIT_EVERY]
+            out += [Variant("ours", f"ours@sample_fps={f:g}", overrides={"capture": {"sample_fps": f}}) for f in SWEEP_SAMPLE_FPS]
         if "confidence_only" in policies:
             out += [Variant("confidence_only", f"confidence_only@min_conf={c:g}", min_confidence=c) for c in SWEEP_MIN_CONFIDENCE]
         if "fixed_interval" in policies:
@@ -689,7 +817,8 @@ def _variants_for(policies: Sequence[str], sweep: str) -> list[Variant]:
 
 def evaluate(*, labels: LabelSet, pair: str, seeds: Sequence[int], out: Path, base: Settings,
              policies: Sequence[str] = POLICIES, sweep: str = "none", fixed_interval_s: float | None = None,
-             only: Sequence[str] = (), progress: Callable[[str], None] | None = None) -> EvaluationResult:
+             only: Sequence[str] = (), progress: Callable[[str], None] | None = None,
+             informativeness: Sequence[float] = ()) -> EvaluationResult:
     """Run every policy variant on every clip for every seed, score, aggregate and write the report."""
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
@@ -718,28 +847,73 @@ def evaluate(*, labels: LabelSet, pair: str, seeds: Sequence[int], out: Path, ba
     variants = _variants_for(run_policies, sweep)
     # Fixed interval (budget-matched to ours) needs ours first.
     variants.sort(key=lambda v: v.policy == "fixed_interval")
-    records = _run_all(variants, labels=labels, clips=clips, pair=pair, seeds=seeds, out=out / "runs", base=base,
-                       fixed_interval_s=fixed_interval_s, say=say)
-    agg = aggregate(records, seeds)
     shown = [v.name for v in variants if v.policy in policies or v.policy == "student_only"]
+    order = [n for n in POLICIES if n in shown] + [n for n in shown if n not in POLICIES]
+    # The simulated pair runs at each confidence setting; the others have their own confidence.
+    settings_by_inf: list[tuple[float | None, Settings]] = [(None, base)]
+    if pair == "simulated" and informativeness:
+        settings_by_inf = [(inf, base.model_copy(update={"evaluation": base.evaluation.model_copy(
+            update={"confidence_informativeness": inf})})) for inf in informativeness]
+    blocks: list[EvaluationBlock] = []
+    for inf, settings in settings_by_inf:
+        where = out if len(settings_by_inf) == 1 else out / f"informativeness{inf:g}"
+        say(f"informativeness {inf:g}" if inf is not None else f"{pair} pair")
+        records = _run_all(variants, labels=labels, clips=clips, pair=pair, seeds=seeds, out=where / "runs", base=settings,
+                           fixed_interval_s=fixed_interval_s, say=say)
+        agg = aggregate(records, seeds)
+        blocks.append(EvaluationBlock(inf, records, agg, markdown_table(agg, order), referee_scores(records, order)))
     model_sweep = []
     if sweep in ("models", "all"):
         model_sweep = _model_sweep(labels=labels, clips=clips, seeds=seeds, out=out / "sweep", base=base,
                                    policies=[p for p in POLICIES if p in run_policies], fixed_interval_s=fixed_interval_s, say=say)
-    table = markdown_table(agg, [n for n in POLICIES if n in shown] + [n for n in shown if n not in POLICIES])
-    plots = write_plots(out, agg, records, labels, clips, pair)
-    report = _report_markdown(pair=pair, labels=labels, clips=clips, seeds=seeds, base=base, table=table, agg=agg,
+    plots: list[str] = []
+    for block in blocks:
+        where = out if len(blocks) == 1 else out / f"informativeness{block.informativeness:g}"
+        plots += write_plots(where, block.aggregates, block.records, labels, clips, pair)
+    report = _report_markdown(pair=pair, labels=labels, clips=clips, seeds=seeds, base=base, blocks=blocks,
                               skipped=skipped, model_sweep=model_sweep, plots=plots, out=out)
     report_path = out / "report.md"
     report_path.write_text(report, encoding="utf-8")
     json_path = out / "report.json"
+    records = [r for b in blocks for r in b.records]
     json_path.write_text(json.dumps({
         "pair": pair, "labels": str(labels.path), "clips": [c.file for c in clips], "skipped": skipped,
-        "seeds": list(seeds), "evaluation_settings": base.evaluation.model_dump(),
+        "seeds": list(seeds), "evaluation_settings": base.evaluation.model_dump(), "cost_settings": base.cost.model_dump(),
         "escalation_settings": base.escalation.model_dump(), "sample_fps": base.capture.sample_fps,
-        "aggregates": agg, "model_sweep": model_sweep, "runs": [r.to_json() for r in records], "plots": plots,
+        "points": cost_quality_points(blocks, base),
+        "aggregates": blocks[0].aggregates,
+        "by_informativeness": {f"{b.informativeness:g}": b.aggregates for b in blocks if b.informativeness is not None},
+        "model_sweep": model_sweep,
+        "runs": [{**r.to_json(), "informativeness": b.informativeness} for b in blocks for r in b.records], "plots": plots,
     }, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    return EvaluationResult(records, agg, model_sweep, skipped, shown, report_path, json_path, table)
+    return EvaluationResult(records, blocks[0].aggregates, model_sweep, skipped, shown, report_path, json_path,
+                            "\n\n".join(b.table for b in blocks), blocks)
+
+
+def cost_quality_points(blocks: Sequence["EvaluationBlock"], base: Settings) -> list[dict[str, Any]]:
+    """One point per policy setting and confidence setting: pooled over clips, averaged over seeds."""
+    points = []
+    for block in blocks:
+        inf = block.informativeness if block.informativeness is not None else None
+        for name, v in block.aggregates.items():
+            m = lambda k: (v.get(k) or {}).get("mean")  # noqa: E731
+            points.append({"policy": v["policy"], "setting": v["setting"], "informativeness": inf,
+                           "model_seconds": m("model_seconds"), "event_f1": m("event_f1"),
+                           "safety_recall": m("safety_recall"), "time_to_alert_s": m("time_to_alert_s")})
+    return points
+
+
+def referee_scores(records: Sequence[RunRecord], order: Sequence[str]) -> dict[str, RefereeScore]:
+    """Per variant, the referee's counts summed over clips (and seeds)."""
+    out: dict[str, RefereeScore] = {}
+    for name in order:
+        total = RefereeScore()
+        for r in records:
+            if r.variant == name:
+                total.add(r.referee)
+        if any(r.variant == name for r in records):
+            out[name] = total
+    return out
 
 
 def _json_default(value: Any) -> Any:
@@ -813,27 +987,28 @@ def _sweep_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _report_markdown(*, pair: str, labels: LabelSet, clips: Sequence[ClipLabels], seeds: Sequence[int], base: Settings,
-                     table: str, agg: dict[str, dict[str, Any]], skipped: Sequence[str], model_sweep: Sequence[dict[str, Any]],
+                     blocks: Sequence[EvaluationBlock], skipped: Sequence[str], model_sweep: Sequence[dict[str, Any]],
                      plots: Sequence[str], out: Path) -> str:
-    ev = base.evaluation
+    ev, cost = base.evaluation, base.cost
     lines = [
         f"# Routing evaluation — {pair} pair",
         "",
         f"- backend: **{pair}** (student and teacher)" + (
             f"; simulated error model: student accuracy {ev.student_accuracy:g} (calm {ev.student_calm_accuracy:g}), "
-            f"teacher {ev.teacher_accuracy:g} (calm {ev.teacher_calm_accuracy:g}), error bursts {ev.error_burst_s:g} s, "
-            f"confidence informativeness {ev.confidence_informativeness:g}, latencies {ev.student_latency_ms:g}/{ev.teacher_latency_ms:g} ms (configured)"
-            if pair == "simulated" else "; latencies measured"),
-        f"- labels: {labels.path} — {len(clips)} clip(s): {', '.join(c.file for c in clips)}",
-        f"- seeds: {', '.join(str(s) for s in seeds)} (cells are mean ± sd over seeds)",
-        f"- match tolerance {ev.match_tolerance_s:g} s; frame accuracy on the {base.capture.sample_fps:g} fps grid inside labelled intervals",
-        "",
-        table,
-        "",
-        "## Target (issue 6)",
-        "",
-        *target_check(agg),
+            f"teacher {ev.teacher_accuracy:g} (calm {ev.teacher_calm_accuracy:g}), error bursts {ev.error_burst_s:g} s"
+            if pair == "simulated" else "; latencies measured (latency sum column)"),
+        f"- cost model: student {cost.student_call_ms:g} ms per call + {cost.student_image_ms:g} ms per image; teacher "
+        f"{cost.teacher_call_ms:g} ms per call + {cost.teacher_image_ms:g} ms per image; per reported output token "
+        f"{cost.student_output_token_ms:g} / {cost.teacher_output_token_ms:g} ms",
+        f"- labels: {labels.path} — {len(clips)} clip(s)",
+        f"- seeds: {', '.join(str(s) for s in seeds)} (cells are mean ± sd over seeds, pooled over clips)",
+        f"- event matching: ± {ev.match_tolerance_s:g} s; frame accuracy (secondary) on the {base.capture.sample_fps:g} fps grid",
     ]
+    for block in blocks:
+        title = f"confidence informativeness {block.informativeness:g}" if block.informativeness is not None else "results"
+        lines += ["", f"## {title.capitalize()}", "", block.table, "", "### Targets (issue 17)", "", *target_check(block.aggregates),
+                  "", "### Per type, by the referee's rules (real_clips.py: 1 s before, 2 s after; every event line counts)"
+                  + (f", summed over {len(seeds)} seeds" if len(seeds) > 1 else ""), "", referee.per_type_table(block.referee)]
     if skipped:
         lines += ["", "## Skipped", "", *[f"- {s}" for s in skipped]]
     if model_sweep:

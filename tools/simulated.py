@@ -15,6 +15,12 @@ passed through an error model whose parameters live in ``Settings.evaluation``:
   it draws from the low one ~ N(0.50, 0.10).  At the default 0 confidence says nothing about
   correctness.
 
+* **instants** — a labelled event shorter than `INSTANT_VISIBLE_S` (a scene cut, a lens
+  blink: 0.2 s in the shared clips) is what the frames *after* it show (the view differs from
+  the one before), so the models see it from its start for `INSTANT_VISIBLE_S`.  Read at the
+  exact instant, a 0.2 s label falls between two frames sampled at 2 fps and no model could
+  ever report it: teacher-only found 0 of 30 cuts that way.
+
 Everything is a pure function of (seed, role, clip, timestamp): the random numbers are
 drawn once per 50 ms cell when the model is built, so answers do not depend on call order
 or threads.  Latency is the configured figure, reported, never slept.
@@ -44,6 +50,9 @@ RIGHT_CONFIDENCE = (0.80, 0.08)
 LOW_CONFIDENCE = (0.50, 0.10)
 #: Safety types a wrong answer may invent when the clip suggests none.
 DEFAULT_PHANTOMS: tuple[str, ...] = ("fire", "fall", "intrusion", "smoke")
+#: A labelled event shorter than this is visible from its start for this long (see the module doc):
+#: at least one sampled frame (2 fps) falls inside, whatever the phase.
+INSTANT_VISIBLE_S = 1.0
 #: The teacher rules on the majority of its answers over this many newest keyframes.
 TEACHER_VOTE_FRAMES = 3
 
@@ -84,20 +93,28 @@ class ErrorModel:
         level = np.empty(n)
         for k in range(n):
             level[k] = level[k - 1] if k > 0 and u_keep[k] < keep else u_err[k]
+        self._instants = tuple(e for e in clip.events if e.end - e.start < INSTANT_VISIBLE_S)
         p_err = np.array([1.0 - self._accuracy(k * STEP_S) for k in range(n)])
         self._wrong = level < p_err
         safety_in_clip = sorted(t for t in clip.types if is_safety_type(t))
         self._phantoms = tuple(safety_in_clip) or DEFAULT_PHANTOMS
 
+    def truth(self, t: float) -> frozenset[str]:
+        """What a frame at ``t`` shows: the labels at ``t``, and any instant still visible."""
+        seen = self.clip.truth_at(t)
+        lingering = frozenset(e.type for e in self._instants if e.start <= t <= e.start + INSTANT_VISIBLE_S)
+        return seen | lingering if lingering else seen
+
     def _accuracy(self, t: float) -> float:
-        return self.edge_accuracy if self.clip.is_edge_case(t) else self.calm_accuracy
+        edge = self.clip.is_edge_case(t) or bool(self.truth(t))
+        return self.edge_accuracy if edge else self.calm_accuracy
 
     def _cell(self, t: float) -> int:
         return min(len(self._wrong) - 1, max(0, int(t / STEP_S)))
 
     def answer(self, t: float) -> SimulatedAnswer:
         k = self._cell(t)
-        truth = self.clip.truth_at(t)
+        truth = self.truth(t)
         if not self._wrong[k]:
             mean, sd = RIGHT_CONFIDENCE
             return SimulatedAnswer(truth, _clip01(mean + sd * self._conf_noise[k]), True, truth)
@@ -198,15 +215,20 @@ class SimulatedTeacher:
         self.errors = error_model(clip, cfg, seed=seed, role="teacher")
 
     def perceive(self, timestamps: list[float]) -> frozenset[str]:
+        """Each type by the majority of the newest keyframes *from its first appearance among
+        them*: a sequence shows when something starts, so a cut in the newest keyframe is not
+        outvoted by the frames before it (a plain majority over three frames never saw an instant)."""
         newest = sorted(timestamps)[-TEACHER_VOTE_FRAMES:]
         if not newest:
             return frozenset()
         answers = [self.errors.answer(t).types for t in newest]
-        counts: dict[str, int] = {}
-        for types in answers:
-            for x in types:
-                counts[x] = counts.get(x, 0) + 1
-        return frozenset(x for x, c in counts.items() if c * 2 > len(answers))
+        seen: set[str] = set()
+        for i, types in enumerate(answers):
+            for x in types - seen:
+                since = answers[i:]
+                if sum(x in a for a in since) * 2 > len(since):
+                    seen.add(x)
+        return frozenset(seen)
 
     def review(self, escalation: Escalation) -> Verdict:
         times = [k.timestamp for k in escalation.keyframes]

@@ -19,8 +19,12 @@ signals first: level 1 defers audits (they stay due), level 2 also flips and sce
 level 3 also low confidence.  Safety is never deferred.
 
 A pattern (set of flags) once escalated is not sent again within the cool-off (``cooloff_s``,
-default the window length) unless a new flag joins it; a pattern the teacher dismissed is
-suppressed until its expiry (`suppress`).
+default the window length) unless a new flag joins it.  A teacher's dismissal of a safety
+pattern covers the frames it saw (`cover`, `pipeline.incidents.verdicts`): those frames no
+longer count towards k, while frames after its last keyframe (or stronger) do, and a pattern
+that persists again on them is asked again, at most every ``reask_after_s`` (``reask_wait``
+until then: the monitor's own alert stands meanwhile).  A dismissal suppresses the *other*
+signals (low confidence, flips) of that pattern until `suppress`'s expiry; never safety.
 
 **Calibrated confidence** (``Thresholds.calibrated``: the reports' confidence is the
 calibration map's probability that the teacher agrees, see docs/LEARNING.md) changes two
@@ -46,6 +50,7 @@ from typing import Any, Iterable, Mapping, Protocol
 from pipeline.config import EscalationConfig
 from pipeline.incidents.evidence import evidence_counts
 from pipeline.incidents.evidence import persisting as persisting_triggers
+from pipeline.incidents.verdicts import Coverage, may_reask, prune, uncover
 from pipeline.records import ALWAYS_TRIGGERS, Priority, WindowStats, normalise_flag
 
 # --------------------------------------------------------------------------------------
@@ -91,6 +96,8 @@ class Thresholds:
     """Per-flag k (normalised flag -> 1..persistence_n) overriding persistence_k (adaptive teacher feedback)."""
     rearm_after_s: float = 2.0
     """A safety flag back after this long absent is a new onset (see `Onsets`)."""
+    reask_after_s: float = 2.0
+    """A dismissed safety pattern that persists again on later frames is asked again at most this often."""
     calibrated: bool = False
     """The reports' confidence is calibrated (probability the teacher agrees): safety evidence is
     weighed by it and low confidence looks at unflagged frames only (module doc).  False = raw."""
@@ -119,6 +126,7 @@ class Thresholds:
             bar=bar,
             cooloff_s=cooloff_s,
             rearm_after_s=cfg.rearm_after_s,
+            reask_after_s=cfg.reask_after_s,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -196,6 +204,8 @@ class PolicyMemory:
     """Source time of a scene change not yet sent (deferred changes wait up to one window)."""
     last_timestamp: float | None = None
     onsets: Onsets = field(default_factory=Onsets)
+    coverages: tuple[Coverage, ...] = ()
+    """What the teacher's dismissals covered (frames up to their last keyframe): not safety evidence again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +281,8 @@ def decide(
     analysed_since_audit = memory.analysed_since_audit + (1 if is_new_frame else 0)
 
     # -- safety: k of the last n frames (the one persistence rule, shared with the monitor) --
-    recent = evidence[-thresholds.persistence_n:]
+    # Frames a dismissal covered are answered; later (or stronger) frames are a new question.
+    recent = uncover(evidence[-thresholds.persistence_n:], memory.coverages)
     safety_counts = {trig: sum(trig in e.triggers for e in recent) for trig in thresholds.safety_triggers}
     safety_weight = {t: w for t, w in evidence_counts(recent, thresholds).items() if t in thresholds.safety_triggers}
     persisting = frozenset(t for t in persisting_triggers(recent, thresholds) if t in thresholds.safety_triggers)
@@ -335,9 +346,14 @@ def decide(
 
     chosen: tuple[str, frozenset[str], str] | None = None
     blocked: list[tuple[str, str]] = []
+    dismissed_before = frozenset().union(*(c.flags for c in memory.coverages)) if memory.coverages else frozenset()
     for signal, flags, reason in candidates:
-        if signal != "audit" and _covered(flags, memory.suppressed, now):
+        if signal not in ("audit", "safety") and _covered(flags, memory.suppressed, now):
             blocked.append((signal, "suppressed"))
+            continue
+        if (signal == "safety" and flags & dismissed_before
+                and not may_reask(memory.last_escalated_at.get("safety"), now, thresholds.reask_after_s)):
+            blocked.append((signal, "reask_wait"))
             continue
         if signal == "safety":
             recent = _covered(flags, memory.escalated_patterns, now, since=now - cooloff_s)
@@ -383,6 +399,7 @@ def decide(
         scene_change_at=scene_change_at,
         last_timestamp=now if memory.last_timestamp is None else max(now, memory.last_timestamp),
         onsets=onsets,
+        coverages=prune(memory.coverages, now - stats.window_s),
     )
 
     if chosen is not None:
@@ -440,8 +457,16 @@ class EscalationPolicy:
             self.escalations_by_reason[decision.reason] = self.escalations_by_reason.get(decision.reason, 0) + 1
         return decision
 
+    def cover(self, coverage: Coverage) -> None:
+        """After a dismissal of a safety pattern: the frames it covered no longer count as
+        evidence, and the pattern may be asked again (at the re-ask rate) on later frames."""
+        patterns = {p: t for p, t in self.memory.escalated_patterns.items() if not (p & coverage.flags)}
+        self.memory = replace(self.memory, coverages=self.memory.coverages + (coverage,),
+                              escalated_patterns=_frozen_map(patterns))
+
     def suppress(self, flags: Iterable[str], until: float, reason: str | None = None) -> None:
-        """After a dismissal: the pattern ``flags`` does not escalate before ``until`` (source time).
+        """After a dismissal: the pattern ``flags`` does not escalate on its non-safety signals
+        (low confidence, flips, scene change) before ``until`` (source time); safety: see `cover`.
 
         A dismissed *audit* suppresses nothing: an audit samples a calm sequence, so its
         dismissal says nothing about a pattern (pass the escalation's reason to get this).

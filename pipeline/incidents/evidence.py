@@ -262,6 +262,15 @@ def evidence_counts(recent: Sequence[SafetyEvidence], rule: PersistenceRule) -> 
     return counts
 
 
+def gate_corroborated(evidence: SafetyEvidence) -> frozenset[str]:
+    """Triggers of one frame that a second, independent witness backs at once: ``tamper`` on a
+    frame the change gate itself read as the view being covered, moved or replaced.  A cut is an
+    instant (one frame shows it), so k of n frames may never hold; with the gate's pixel
+    comparison agreeing, one frame is enough for the monitor to alert.  The teacher is asked once
+    the trigger persists (`persisting`): one frame of a cut is no sequence to judge."""
+    return frozenset({"tamper"}) if evidence.gate_hint == "tamper" and "tamper" in evidence.triggers else frozenset()
+
+
 def persisting(recent: Sequence[SafetyEvidence], rule: PersistenceRule) -> dict[str, float]:
     """Triggers in at least k of the last n frames (k per flag; calibrated frames weighed) → their count."""
     # The small tolerance keeps k whole frames at p exactly FULL_EVIDENCE_PROBABILITY persisting.

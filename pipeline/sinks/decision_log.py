@@ -103,14 +103,18 @@ class VerdictReceived(_Line):
     wait_s: float
     service_s: float
     verdict: dict[str, Any] = field(default_factory=dict)
+    covers: dict[str, Any] | None = None
+    """A dismissal's coverage (`verdicts.Coverage` JSON): the flags and frames it speaks for."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "t": self.t, "wait_s": self.wait_s, "service_s": self.service_s, **self.verdict}
+        return {"kind": self.kind, "t": self.t, "wait_s": self.wait_s, "service_s": self.service_s, **self.verdict,
+                **({"covers": self.covers} if self.covers is not None else {})}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "VerdictReceived":
-        rest = {k: v for k, v in data.items() if k not in ("kind", "t", "wait_s", "service_s")}
-        return cls(t=data.get("t"), wait_s=data.get("wait_s"), service_s=data.get("service_s"), verdict=rest)
+        rest = {k: v for k, v in data.items() if k not in ("kind", "t", "wait_s", "service_s", "covers")}
+        return cls(t=data.get("t"), wait_s=data.get("wait_s"), service_s=data.get("service_s"), verdict=rest,
+                   covers=data.get("covers"))
 
     @property
     def escalation_id(self) -> str | None:

@@ -1,0 +1,139 @@
+"""What a teacher verdict may change: the rules, as pure functions.
+
+Escalation may add evidence or delay an alert; it must never erase one.  The rules:
+
+* **A verdict covers what the teacher saw.**  A dismissal speaks of the escalated flags on
+  the frames up to the sequence's last keyframe (`Coverage.until`) and at the strongest
+  evidence among them (`Coverage.strength`, the highest student confidence on a frame that
+  carried those flags).  Student evidence *after* that keyframe, or stronger than anything
+  the teacher saw, is a new question: it counts again (`covers` is False for it), so it is
+  asked again (rate-limited, `may_reask`) or, unasked, alerts on its own.
+* **A verdict that contradicts itself is unverified.**  ``dismissed`` while naming a safety
+  flag (in ``safetyFlags`` or in its own observations) cannot be read both ways; it becomes
+  ``unverified`` with the named flags kept, so the alert stands (`coherent`).
+* **A confirmed alert stays confirmed.**  A later dismissal covers later frames: it may end
+  the alert (nothing persists any more), never turn what the teacher already confirmed into
+  ``dismissed`` (`review_after_dismissal`), nor back to pending (`review_on_escalation`).
+* **Scene text may raise severity, never clear an alert.**  The verdict's observations are
+  free text a model wrote after looking at a scene that may itself hold text ("FIRE DRILL —
+  IGNORE").  Words in them that name a hazard add that flag to the verdict; nothing in them
+  removes one: the monitor ends an alert only on the verdict's kind and flags, and a
+  dismissal only for the frames it covers.
+
+Nothing here keeps state or reads a clock: the policy (`pipeline.incidents.escalation`) and
+the monitor (`states.monitor`) hold the coverages; the runner builds them per verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from pipeline.records import Escalation, ReviewStatus, SafetyEvidence, Verdict, VerdictKind, normalise_flag
+
+#: (flags, observations) → the safety triggers they name (`evidence.match_safety` with the
+#: camera's triggers bound): passed in, so this module depends on no matcher.
+Matcher = Callable[[Iterable[str], Iterable[str]], frozenset[str]]
+
+#: Student evidence at least this much more confident than the strongest frame the teacher
+#: saw is "stronger": a new question, not covered by the dismissal.
+STRONGER_MARGIN = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """What a dismissal speaks for: these safety flags, on frames up to ``until`` (source
+    time of the last keyframe the teacher saw), at confidence up to ``strength``."""
+
+    flags: frozenset[str]
+    until: float
+    strength: float
+    escalation_id: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {"flags": sorted(self.flags), "until": round(self.until, 3), "strength": round(self.strength, 4),
+                "escalation_id": self.escalation_id}
+
+
+def coherent(verdict: Verdict, match: Matcher) -> Verdict:
+    """The verdict as the pipeline may act on it.
+
+    * ``dismissed`` naming a safety flag → ``unverified`` with those flags (a contradiction
+      is no verdict, and the alert it would have ended stands);
+    * otherwise the safety flags its observations name are added to its flags (raise, never clear).
+    """
+    named = match(verdict.safety_flags, verdict.observations)
+    own = frozenset(normalise_flag(f) for f in verdict.safety_flags if str(f).strip())
+    if verdict.kind == VerdictKind.DISMISSED and named:
+        why = f"contradictory verdict: dismissed but names {', '.join(sorted(named))}; left unverified"
+        return replace(verdict, kind=VerdictKind.UNVERIFIED, safety_flags=tuple(sorted(own | named)),
+                       explanation=f"{why}. {verdict.explanation}".strip())
+    if named - own:
+        return replace(verdict, safety_flags=tuple(sorted(own | named)))
+    return verdict
+
+
+def coverage_of(escalation: Escalation, verdict: Verdict, match: Matcher) -> Coverage | None:
+    """The coverage of a dismissal of ``escalation`` (None for any other verdict, or when the
+    escalation carried no safety flag: then there is nothing to cover)."""
+    if verdict.kind != VerdictKind.DISMISSED:
+        return None
+    flags = match(escalation.flags, ())
+    if not flags:
+        return None
+    times = [k.timestamp for k in escalation.keyframes]
+    until = max(times) if times else escalation.created_at
+    seen = [r.confidence for r in escalation.timeline
+            if r.timestamp <= until and match(r.safety_flags, r.observations) & flags]
+    # Without the student's timeline the teacher's view of strength is unknown: cover up to
+    # certainty, so only later frames are new questions.
+    strength = max(seen) if seen else 1.0
+    return Coverage(flags=flags, until=until, strength=strength, escalation_id=escalation.id)
+
+
+def covers(coverage: Coverage, flag: str, timestamp: float, confidence: float) -> bool:
+    """Does the dismissal speak for ``flag`` on a frame at ``timestamp`` with ``confidence``?"""
+    return (flag in coverage.flags and timestamp <= coverage.until
+            and confidence <= coverage.strength + STRONGER_MARGIN)
+
+
+def uncovered(flags: Iterable[str], timestamp: float, confidence: float, coverages: Iterable[Coverage]) -> frozenset[str]:
+    """``flags`` minus those a dismissal covers on this frame."""
+    cov = tuple(coverages)
+    return frozenset(f for f in flags if not any(covers(c, f, timestamp, confidence) for c in cov))
+
+
+def uncover(recent: Sequence[SafetyEvidence], coverages: Iterable[Coverage]) -> tuple[SafetyEvidence, ...]:
+    """The frames' evidence as it still counts: each frame's triggers minus those a dismissal covers."""
+    cov = tuple(coverages)
+    if not cov:
+        return tuple(recent)
+    return tuple(ev if not ev.triggers else replace(ev, triggers=uncovered(ev.triggers, ev.timestamp, ev.confidence, cov))
+                 for ev in recent)
+
+
+def review_on_escalation(current: ReviewStatus) -> ReviewStatus:
+    """An open alert's review when another sequence of it goes to the teacher: pending, except
+    that a confirmed alert stays confirmed (a review never goes backwards)."""
+    return current if current == ReviewStatus.CONFIRMED else ReviewStatus.PENDING_REVIEW
+
+
+def review_after_dismissal(current: ReviewStatus) -> ReviewStatus:
+    """An alert's review once a dismissal reaches it: confirmed stays confirmed (that part was
+    seen and judged real), anything else becomes dismissed."""
+    return current if current == ReviewStatus.CONFIRMED else ReviewStatus.DISMISSED
+
+
+def may_reask(last_asked_at: float | None, now: float, reask_after_s: float) -> bool:
+    """A dismissed pattern with new evidence may be asked again when the last safety question
+    is at least ``reask_after_s`` old (the rate limit); until then its alert stands on its own."""
+    return last_asked_at is None or now - last_asked_at >= reask_after_s
+
+
+def prune(coverages: Iterable[Coverage], oldest_frame: float) -> tuple[Coverage, ...]:
+    """Coverages that can still cover a frame no older than ``oldest_frame``."""
+    return tuple(c for c in coverages if c.until >= oldest_frame)
+
+
+__all__ = ["Coverage", "Matcher", "STRONGER_MARGIN", "coherent", "coverage_of", "covers", "may_reask", "prune", "review_after_dismissal", "review_on_escalation",
+           "uncover", "uncovered"]
