@@ -382,15 +382,15 @@ def test_backoff_starts_over_after_a_healthy_session_only(frames: int, resets: b
 
 def test_health_says_a_camera_that_never_answered_is_waiting() -> None:
     up = threading.Event()
-    clock = ManualClock()
+    release = threading.Event()  # the source delivers one frame, then holds the session open until released
 
     def opener(spec: str, **_: object) -> FrameSource:
         if not up.is_set():
             raise SourceError("stream could not be opened: fake")
-        return ShortClip(clock, 1000, seconds=1000.0)
+        return FrozenAfterOne(release)
 
     events = Events()
-    g = grabber("fake://", events, clock=clock, opener=opener).start()
+    g = grabber("fake://", events, clock=ManualClock(), opener=opener).start()
     try:
         time.sleep(0.3)
         assert g.health()["status"] == "waiting" and not g.health()["connected"]
@@ -398,6 +398,7 @@ def test_health_says_a_camera_that_never_answered_is_waiting() -> None:
         assert g.wait_latest(-1, 3.0) is not None
         assert g.health()["status"] == "connected"
     finally:
+        release.set()
         g.close(2.0)
     from pipeline.sinks.metrics import health_status
 
