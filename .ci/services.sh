@@ -10,6 +10,7 @@
 #   gstreamer1.0-plugins-ugly      x264enc (the test stream is H.264, like real cameras)
 #   chromium + chromium-driver    the headless browser tests/test_review_browser.py drives through selenium
 # The test clip is MJPG in .avi, so gstreamer1.0-libav is not needed.
+# tests/test_faults.py mounts a small tmpfs for the full-disk test: mount(8) is in util-linux (always there).
 # Idempotent: packages already present are skipped by apt-get; quiet unless something fails.
 set -euo pipefail
 
@@ -40,7 +41,9 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   log="$(mktemp)"
-  if ! { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+  # Another apt/dpkg process (unattended-upgrades on a fresh machine) may hold the lock: wait up to 5 min.
+  apt_opts=(-o DPkg::Lock::Timeout=300)
+  if ! { apt-get "${apt_opts[@]}" update -q && apt-get "${apt_opts[@]}" install -y -q --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
     cat "$log" >&2
     rm -f "$log"
     echo "services.sh: apt-get failed for: ${missing[*]}" >&2

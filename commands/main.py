@@ -16,12 +16,14 @@ from typing import Sequence
 from commands.parsing import SUBCOMMANDS
 from commands.run import cmd_run
 from pipeline.errors import EdgewatchError, UsageError
+from pipeline.memory import limit_malloc_arenas
 
 log = logging.getLogger("edgewatch")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    limit_malloc_arenas()  # before any thread starts: resident memory stays flat over weeks (pipeline/memory.py)
     try:
         if argv and argv[0] in SUBCOMMANDS:
             module_name, function_name = SUBCOMMANDS[argv[0]]
@@ -39,6 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("edgewatch: interrupted\n")
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): nothing left to say, quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
     except Exception as exc:  # last line of defence: one line, and the details only with EDGEWATCH_DEBUG
         if os.environ.get("EDGEWATCH_DEBUG"):
             raise

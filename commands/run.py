@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from commands.parsing import SUBCOMMANDS, ArgumentParser
+from commands.progress import FileProgress
 from pipeline import __version__
 from pipeline.errors import EdgewatchError, UsageError
 from pipeline.records import Event
@@ -32,7 +34,10 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("source", nargs="?", help="video file, folder of images, webcam index (0), or stream URL; 'demo' for the "
                    "bundled demo clip; omit it to watch the config's cameras: list")
     p.add_argument("--config", type=Path, help="YAML config file (see config.example.yaml)")
-    p.add_argument("--out", type=Path, help="output folder (default ./edgewatch-out)")
+    p.add_argument("--out", type=Path, help="output folder (default ./edgewatch-out); a folder holding an earlier run "
+                   "needs --append")
+    p.add_argument("--append", action="store_true", help="add this run to the logs of an earlier run in --out (each run has "
+                   "its own run id, in the decision log and the summary); without it such a folder is refused")
     p.add_argument("--camera-id", help="camera id used in events (default: config camera_id)")
     p.add_argument("--realtime", action="store_true", help="pace files to their fps instead of as fast as possible")
     p.add_argument("--display", action="store_true", help="show annotated frames (needs a display)")
@@ -42,7 +47,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--student", choices=["auto", "offline", "ollama"], help="student backend (default: config, auto)")
     p.add_argument("--teacher", choices=["auto", "offline", "ollama"], help="teacher backend (default: config, auto)")
     p.add_argument("--ollama-host", help="Ollama host for student and teacher (default: config)")
-    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--quiet", action="store_true", help="print only the summary (no event lines, no progress bar)")
     p.add_argument("--verbose", action="store_true", help="debug logging")
     p.add_argument("--version", action="version", version=f"edgewatch {__version__}")
     return p
@@ -104,35 +109,41 @@ def settings_from_args(args: argparse.Namespace):  # noqa: ANN202 - returns Sett
     return settings_from_dict(overrides)
 
 
-class _Progress:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
+class _Stdout:
+    """Lines for stdout; a reader that went away (``edgewatch demo | head -3``) stops the run quietly."""
 
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self._last = -1
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self.closed = False
 
-    def __call__(self, index: int, total: int | None) -> None:
-        if not self.enabled or not total:
+    def write(self, text: str) -> None:
+        if self.closed:
             return
-        pct = min(100, int(100 * (index + 1) / total))
-        if pct != self._last:
-            self._last = pct
-            bar = "#" * (pct // 4)
-            sys.stderr.write(f"\r[{bar:<25}] {pct:3d}%")
-            sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.enabled and self._last >= 0:
-            sys.stderr.write("\n")
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            self.closed = True
+            # Python would complain again when it flushes stdout at exit: point stdout at /dev/null.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            if not self._stop.is_set():
+                log.info("stdout closed by its reader: stopping")
+                self._stop.set()
 
 
 class _EventPrinter:
     """One line per event start, review change and end — not for every internal update."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: _Stdout, progress: FileProgress) -> None:
+        self._out = out
+        self._progress = progress
         self._shown: dict[str, tuple[str, str]] = {}
 
     def __call__(self, event: Event) -> None:
+        if event.phase == "new":
+            self._progress.event_started()
         key = (event.type, event.review.value)
         if event.phase == "update" and self._shown.get(event.id) == key:
             return
@@ -146,11 +157,11 @@ class _EventPrinter:
             why = f" — {event.reasons[-1]}"
         elif event.phase == "update" and event.explanation:
             why = f" — {event.explanation.split('. ')[0].rstrip('.')}"
-        sys.stdout.write(
+        self._progress.clear()
+        self._out.write(
             f"{event.phase:>6} {event.severity:<8} {event.type:<8} {event.camera} t={event.start:.1f}s{end}"
             f" conf={event.peak_confidence:.2f}{review}{why}\n"
         )
-        sys.stdout.flush()
 
 
 def cmd_run(argv: Sequence[str]) -> int:
@@ -165,14 +176,18 @@ def cmd_run(argv: Sequence[str]) -> int:
                          "a webcam index or a stream URL (see --help)")
 
     from pipeline.clock import SystemClock
-    from pipeline.runner import Runner, select_backends
-    from pipeline.sinks.files import prepare_out_dir
+    from pipeline.runner import Runner, is_stream_url, select_backends
+    from pipeline.sinks.files import earlier_run, prepare_out_dir
     from pipeline.sources.capture import open_source
 
-    prepare_out_dir(Path(settings.output.out_dir))  # fail on an unwritable --out before probing models
+    out_dir = prepare_out_dir(Path(settings.output.out_dir))  # fail on an unwritable --out before probing models
+    found = earlier_run(out_dir)
+    if found and not args.append:
+        raise UsageError(f"{out_dir} holds an earlier run ({found}): give a new --out folder, or --append to add this run to it")
     clock = SystemClock()
-    if source is not None:
-        # A missing file or absent camera is reported before anything else is said.
+    if source is not None and not is_stream_url(source):
+        # A missing file is reported before anything else is said; a stream or camera that is not up
+        # yet is waited for (a box may boot before its cameras).
         open_source(source, camera_id=settings.camera_id, cfg=settings.capture, clock=clock).close()
     backends = select_backends(settings, clock)
     if backends.fallback:
@@ -187,12 +202,13 @@ def cmd_run(argv: Sequence[str]) -> int:
         display = open_display()
 
     stop = threading.Event()
-    progress = _Progress()
+    stdout = _Stdout(stop)
+    progress = FileProgress(enabled=not args.quiet and sys.stderr.isatty())
     runner = Runner(
         settings,
         backends,
         clock=clock,
-        on_event=None if args.quiet else _EventPrinter(),
+        on_event=None if args.quiet else _EventPrinter(stdout, progress),
         on_progress=progress,
         stop=stop,
         display=display,
@@ -224,6 +240,7 @@ def cmd_run(argv: Sequence[str]) -> int:
             signal.signal(sig, handler)
         if display is not None:
             display.close()
+    progress.done()
     for summary in summaries:
-        sys.stdout.write(summary.render() + "\n")
+        stdout.write(summary.render() + "\n")
     return 0

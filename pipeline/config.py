@@ -10,14 +10,33 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
 
 DEFAULT_SAFETY_TRIGGERS = ["fire", "weapon", "fall", "intrusion", "smoke", "blood"]
+
+_CAMERA_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+CAMERA_ID_MAX_LENGTH = 64
+
+
+def _camera_id(value: str) -> str:
+    """Camera ids name files, MQTT topics and metric labels: a short, plain name, never a path."""
+    if not 1 <= len(value) <= CAMERA_ID_MAX_LENGTH:
+        raise ValueError(f"a camera id has 1 to {CAMERA_ID_MAX_LENGTH} characters (got {len(value)})")
+    bad = sorted({c for c in value if c not in _CAMERA_ID_CHARS})
+    if bad:
+        raise ValueError(f"a camera id may hold only letters, digits, '_', '.' and '-' (got {''.join(bad)!r})")
+    if value.strip(".") == "":
+        raise ValueError("a camera id cannot be only dots")
+    return value
+
+
+#: The one camera-id type, for every source of ids (CLI --camera-id, YAML camera_id and cameras[].id, EDGEWATCH_*).
+CameraId = Annotated[str, AfterValidator(_camera_id)]
 
 
 class _Section(BaseModel):
@@ -156,6 +175,13 @@ class MotionConfig(_Section):
 class OutputConfig(_Section):
     out_dir: Path = Field(Path("./edgewatch-out"), description="Folder for events.jsonl, decisions.jsonl, snapshots and summary.json.")
     snapshots: bool = Field(True, description="Save a JPEG snapshot for each alert.")
+    min_free_mb: float = Field(100.0, ge=0, le=1_000_000, description="Free-space watermark of the output folder (MiB): below it snapshots and the agreement store stop writing (counted, warned once); events keep flowing.")
+    retain_days: float = Field(30.0, gt=0, le=36500, description="Snapshots older than this many days are deleted (at start and as new ones are saved).")
+    retain_mb: float = Field(2000.0, gt=0, le=10_000_000, description="Snapshots beyond this total size (MiB) are deleted, oldest first.")
+
+
+class ShutdownConfig(_Section):
+    grace_s: float = Field(10.0, gt=0, le=600, description="On SIGTERM/SIGINT, drain work in flight for at most this long, then cancel model calls (their reviews become 'unverified'), write the summary and exit. Keep it below the service manager's stop timeout (TimeoutStopSec=30 in docs/edgewatch.service).")
 
 
 class EvaluationConfig(_Section):
@@ -322,7 +348,7 @@ class AdaptiveConfig(_Section):
 
 
 class CameraConfig(_Section):
-    id: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Camera id (letters, digits, _ . -), used in events, topics and metrics.")
+    id: CameraId = Field(..., description="Camera id (1 to 64 letters, digits, _ . -), used in events, topics and metrics.")
     source: str = Field(..., min_length=1, description="rtsp:// or http(s):// URL, webcam index, or a file (looped, paced to its fps).")
     zones: list[Zone] | None = Field(None, description="This camera's intrusion zones (default: the top-level zones).")
     sample_fps: float | None = Field(None, gt=0, le=60, description="Override of capture.sample_fps for this camera.")
@@ -380,7 +406,7 @@ class FleetConfig(_Section):
 class Settings(_Section):
     """All of edgewatch's settings.  YAML keys are the field names; unknown keys are errors."""
 
-    camera_id: str = Field("cam0", min_length=1, description="Camera id used in events when the source does not name one.")
+    camera_id: CameraId = Field("cam0", description="Camera id used in events when the source does not name one (1 to 64 letters, digits, _ . -).")
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
@@ -394,6 +420,7 @@ class Settings(_Section):
     offline: OfflineConfig = Field(default_factory=OfflineConfig)
     motion: MotionConfig = Field(default_factory=MotionConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
     skills: SkillsConfig = Field(default_factory=SkillsConfig)

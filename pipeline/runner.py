@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -25,9 +25,9 @@ from pipeline.analyzers.skill_files import load_active_prompt
 from pipeline.analyzers.student_pool import StudentPool
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import CameraConfig, Settings
-from pipeline.errors import ConfigError, EdgewatchError, UsageError
+from pipeline.errors import ConfigError, EdgewatchError, SourceError, UsageError
 from pipeline.frames.budget import BudgetDecision, KeyframeBudget
-from pipeline.frames.encode import encode_frame
+from pipeline.frames.encode import encode_frame, slim_encoded
 from pipeline.frames.gate import ChangeGate
 from pipeline.frames.motion import MotionObserver
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
@@ -37,11 +37,14 @@ from pipeline.incidents.thresholds import ThresholdController
 from pipeline.incidents.periods import mean_luma
 from pipeline.incidents.verdicts import coherent, coverage_of
 from pipeline.incidents.window import SlidingWindow
+from pipeline.learning.agreement_store import StoreError
 from pipeline.learning.calibration_map import Learner
 from pipeline.records import EncodedFrame, Event, Frame, FrameReport, GateDecision, GateReason, Priority, VerdictKind
 from pipeline.sinks.decision_log import (BackendSwitch, DecisionLog, DecisionRecord, EscalationSent, FrameDecision, Notice, Reload,
-                                         RunSummaryLine, Shed, SourceChange, StateTransition, ThresholdChangeLine, VerdictReceived)
-from pipeline.sinks.files import JsonlWriter, SnapshotWriter, prepare_out_dir, write_json_atomically
+                                         RunStarted, RunSummaryLine, Shed, SourceChange, StateTransition, ThresholdChangeLine,
+                                         VerdictReceived)
+from pipeline.sinks.disk_guard import DiskGuard, prune_folder
+from pipeline.sinks.files import JsonlWriter, SnapshotWriter, new_run_id, prepare_out_dir, write_json_atomically
 from pipeline.sinks.keyframe_archive import KeyframeArchive
 from pipeline.sources.capture import Sampler, open_source
 from pipeline.sources.live import LiveGrabber
@@ -50,13 +53,16 @@ from states.monitor import CameraMonitor, MonitorOutput
 
 log = logging.getLogger("edgewatch.runner")
 
-#: Lag samples kept per camera for the summary (about a day at 2 fps).
-_MAX_LAG_SAMPLES = 200_000
+#: Lag samples kept per camera for the summary: the most recent ones (about 3 hours at 2 fps).
+_MAX_LAG_SAMPLES = 20_000
+#: Snapshots saved between two retention sweeps of the snapshot folder.
+_PRUNE_EVERY = 100
 #: Monitor states in which a safety pattern is open and the gate may not starve the student.
 _SAFETY_WATCH_STATES = frozenset({"suspicious", "escalated", "alert"})
 
 EventCallback = Callable[[Event], None]
-ProgressCallback = Callable[[int, int | None], None]
+ProgressCallback = Callable[[int, int | None, float, float], None]
+"""(frame index, frame count or None, frame timestamp, the source's fps), once per decoded frame of a file."""
 
 
 # --------------------------------------------------------------------------------------
@@ -126,7 +132,9 @@ def _ollama_analyzer(role: str, settings: Settings, clock: Clock, offline: Any) 
     from pipeline.analyzers.ollama_client import OllamaStudent, OllamaTeacher
     from pipeline.analyzers.prompts import TEACHER_PROMPT
     if role == "teacher":
-        return OllamaTeacher(settings.teacher, TEACHER_PROMPT, clock)
+        teacher = OllamaTeacher(settings.teacher, TEACHER_PROMPT, clock)
+        teacher.warm_up_in_background()
+        return teacher
     # The student's system prompt is the active skill version (skills/active_skill.json), never
     # edited by hand; every report records that version.
     primary = OllamaStudent(settings.student, load_active_prompt("student", settings.skills.dir), clock)
@@ -168,6 +176,12 @@ class RunSummary:
     source_seconds: float = 0.0
     wall_seconds: float = 0.0
     stopped_early: str | None = None
+    source_truncated: str | None = None
+    """Why the source ended before its end (truncated or damaged file, lost stream), else None."""
+    reports_by_backend: dict[str, int] = field(default_factory=dict)
+    """Student reports by the backend that produced them (``FrameReport.backend``)."""
+    disk: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""
     out_dir: str = ""
 
     @property
@@ -186,8 +200,8 @@ class RunSummary:
         esc = ", ".join(f"{k} {v}" for k, v in sorted(self.escalations_by_reason.items())) or "none"
         verdicts = ", ".join(f"{k} {v}" for k, v in sorted(self.verdicts.items())) or "none"
         lines = [
-            f"summary for {self.source} (camera {self.camera})",
-            f"  student: {self.student}",
+            f"summary for {self.source} (camera {self.camera}), run {self.run_id}",
+            f"  student: {self.student}{_render_backend_counts(self.reports_by_backend)}",
             f"  teacher: {self.teacher}",
             f"  frames read {self.frames_read} (bad {self.bad_frames}), sampled {self.frames_sampled}, "
             f"analysed {self.frames_analysed} (failed {self.student_failures}, stale dropped {self.student_stale_dropped})",
@@ -210,6 +224,13 @@ class RunSummary:
             lines.append(f"  analysis lag behind newest frame: p50 {self.lag_s['p50']:.2f} s, max {self.lag_s['max']:.2f} s")
         if self.stopped_early:
             lines.append(f"  stopped early: {self.stopped_early}")
+        if self.source_truncated:
+            lines.append(f"  source ended early: {self.source_truncated}")
+        skipped = self.disk.get("skipped") if self.disk else None
+        if skipped or (self.disk and (self.disk.get("lines_buffered_max") or self.disk.get("lines_lost"))):
+            lines.append(f"  disk low: skipped {', '.join(f'{k} {v}' for k, v in sorted((skipped or {}).items())) or 'nothing'}; "
+                         f"log lines held in memory at most {self.disk.get('lines_buffered_max', 0)}, "
+                         f"dropped {self.disk.get('lines_lost', 0)}, not on disk at the end {self.disk.get('lines_unwritten', 0)}")
         lines.append(f"  output: {self.out_dir}")
         return "\n".join(lines)
 
@@ -224,15 +245,44 @@ class Outputs:
         on_event: EventCallback | None = None,
         mqtt: Any | None = None,
         metrics: Any | None = None,
+        run_id: str = "",
+        guard: DiskGuard | None = None,
+        retain_bytes: int | None = None,
+        retain_s: float | None = None,
+        wall: Callable[[], float] | None = None,
     ) -> None:
+        self.run_id = run_id
+        self.guard = guard
         self.events_log = JsonlWriter(out_dir / "events.jsonl")
         self.decisions_log = DecisionLog(out_dir / "decisions.jsonl")
-        self.snapshots = SnapshotWriter(out_dir / "snapshots")
+        self.snapshots = SnapshotWriter(out_dir / "snapshots", root=out_dir, run_id=run_id, guard=guard)
         self.keyframes = KeyframeArchive(out_dir / "keyframes")
         self.on_event = on_event
         self.mqtt = mqtt
         self.metrics = metrics
         self._snapshot_by_event: dict[str, str] = {}
+        self._retention = (retain_bytes, retain_s, wall) if retain_bytes is not None and retain_s is not None and wall else None
+        self.snapshots_pruned = 0
+        self.prune_snapshots()
+
+    def prune_snapshots(self) -> None:
+        """Retention: snapshots beyond ``output.retain_mb`` or older than ``output.retain_days`` go, oldest first."""
+        if self._retention is None:
+            return
+        max_bytes, max_age_s, wall = self._retention
+        pruned = prune_folder(self.snapshots.folder, max_bytes=max_bytes, max_age_s=max_age_s, now_wall=wall())
+        if pruned:
+            self.snapshots_pruned += pruned
+            log.info("retention: deleted %d old snapshot(s) in %s", pruned, self.snapshots.folder)
+
+    def disk_summary(self) -> dict[str, Any]:
+        logs = (self.events_log, self.decisions_log.writer)
+        return {**(self.guard.summary() if self.guard is not None else {}),
+                "snapshots_pruned": self.snapshots_pruned,
+                "lines_buffered_max": max(w.buffered_max for w in logs) if any(w.buffered_max > 1 for w in logs) else 0,
+                "lines_lost": sum(w.dropped for w in logs),
+                # Lines still held when the summary is made: written if the disk frees up before exit, else lost.
+                "lines_unwritten": sum(w.buffered for w in logs)}
 
     def decision(self, record: DecisionRecord) -> None:
         self.decisions_log.write(record)
@@ -242,6 +292,8 @@ class Outputs:
             path = self.snapshots.save(event, item)
             if path:
                 self._snapshot_by_event[event.id] = path
+                if self.snapshots.saved % _PRUNE_EVERY == 0:
+                    self.prune_snapshots()
         snapshot = self._snapshot_by_event.get(event.id)
         if snapshot and event.snapshot is None:
             event = replace(event, snapshot=snapshot)
@@ -287,9 +339,11 @@ class CameraPipeline:
         sample_fps: float | None = None,
         settle_verdicts: Callable[[], None] | None = None,
         clock: Clock | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         s = settings
         self.camera = camera
+        self.stop = stop
         self.settings = settings
         self.backends = backends
         self.queue = queue
@@ -316,7 +370,8 @@ class CameraPipeline:
         )
         self.last_ts = 0.0
         self.last_frame_wall: float | None = None
-        self._latencies: list[float] = []
+        self._latency_total_ms = 0.0
+        self._reports_by_backend: Counter[str] = Counter()
         self._timings: Counter[str] = Counter()
         self._safety_watch: Counter[str] = Counter()  # skip reason -> frames the safety watch sent on anyway
         self._escalations = 0
@@ -325,7 +380,7 @@ class CameraPipeline:
         # The newest frame the gate passed and the budget held back: the budget's final look at the end.
         self._held: tuple[Frame, GateDecision] | None = None
         self.newest_frame_ts = 0.0
-        self.lags: list[float] = []
+        self.lags: deque[float] = deque(maxlen=_MAX_LAG_SAMPLES)
         self.learner: Any | None = None
         """Shared agreement store + calibration (`tools.calibration.Learner`), set by the runner."""
         # The one owner of the thresholds in force (static, or following the time of day, load and
@@ -418,7 +473,8 @@ class CameraPipeline:
         s = self.settings
         for item, report in ready:
             self.summary.frames_analysed += 1
-            self._latencies.append(report.latency_ms)
+            self._latency_total_ms += report.latency_ms
+            self._reports_by_backend[report.backend] += 1
             for key, value in report.timings.items():
                 self._timings[key] += value
             if report.error:
@@ -427,9 +483,9 @@ class CameraPipeline:
                 self.outputs.metrics.student_latency(report.latency_ms / 1000.0)
                 self.outputs.metrics.frame(self.camera, "analysed" if not report.error else "failed")
             self.last_ts = max(self.last_ts, report.timestamp)
-            if len(self.lags) < _MAX_LAG_SAMPLES:
-                # How far the analysis runs behind the newest frame the camera gave (source seconds).
-                self.lags.append(max(0.0, self.newest_frame_ts - report.timestamp))
+            # How far the analysis runs behind the newest frame the camera gave (source seconds).
+            self.lags.append(max(0.0, self.newest_frame_ts - report.timestamp))
+            full_item, item = item, slim_encoded(item)  # the window keeps what the model saw, not the full decode
             self._current_item = item
             if self.learner is not None:
                 report = self.learner.calibrate(report)  # unchanged unless learning.calibrate and enough examples
@@ -439,7 +495,7 @@ class CameraPipeline:
             stats = self.window.add(report, item)
             self._apply(self.monitor.update(stats))
             queue_state = self.queue.state()
-            self._adapt(report, item, queue_state)
+            self._adapt(report, full_item, queue_state)
             decision = self.policy.evaluate(stats, queue_state)
             self.outputs.decision(FrameDecision(
                 camera=self.camera, t=round(report.timestamp, 3), frame=report.frame_index, escalate=decision.escalate,
@@ -485,7 +541,8 @@ class CameraPipeline:
         counts[decision.reason] = counts.get(decision.reason, 0) + 1
         if self.outputs.metrics is not None:
             self.outputs.metrics.escalation(decision.reason)
-        self.outputs.keyframes.save(escalation)  # what the teacher saw, for the review page
+        if self.outputs.guard is None or self.outputs.guard.allow("keyframe_archive"):
+            self.outputs.keyframes.save(escalation)  # what the teacher saw, for the review page
         result = self.queue.submit(escalation)
         self.outputs.decision(EscalationSent(
             id=escalation.id, camera=self.camera, t=round(report.timestamp, 3), reason=decision.reason,
@@ -499,7 +556,7 @@ class CameraPipeline:
                                               report.timestamp, safety))
         if self.replay and s.teacher.wait_in_replay:
             # A replay waits for the verdict so that it is applied at the same frame every run.
-            self.queue.wait_idle(timeout_s=max(5.0, s.teacher.timeout_ms / 1000.0 * 2))
+            self.queue.wait_idle(timeout_s=max(5.0, s.teacher.timeout_ms / 1000.0 * 2), stop=self.stop)
             if self.settle_verdicts is not None:
                 self.settle_verdicts()
 
@@ -533,9 +590,8 @@ class CameraPipeline:
         if verdict.explanation:
             self._explanation = verdict.explanation
         if self.learner is not None:
-            # Every verdict is a labelled example for calibration and fine-tuning data.
-            self.learner.record(result.escalation, verdict, thresholds=self.policy.thresholds_in_force(),
-                                skill_version=self.backends.student.prompt_version)
+            # Every verdict is a labelled example for calibration and fine-tuning data — when the disk has room.
+            self._record_example(result.escalation, verdict)
         if self.settings.adaptive.enabled:
             self.thresholds.record_verdict(result.escalation.flags, result.escalation.reason, verdict.kind.value,
                                          self.last_ts, verdict.safety_flags)
@@ -543,6 +599,18 @@ class CameraPipeline:
 
     def _match_safety(self, flags: Any, observations: Any) -> frozenset[str]:
         return match_safety(flags, observations, self.window.reader.triggers)
+
+    def _record_example(self, escalation: Any, verdict: Any) -> None:
+        guard = self.outputs.guard
+        if verdict.kind != VerdictKind.UNVERIFIED and guard is not None and not guard.allow("agreement_store"):
+            return
+        try:
+            self.learner.record(escalation, verdict, thresholds=self.policy.thresholds_in_force(),
+                                skill_version=self.backends.student.prompt_version)
+        except StoreError as exc:  # a full or broken disk costs the example, never the monitoring
+            if guard is not None:
+                guard.note_skipped("agreement_store")
+            log.warning("%s: verdict not kept in the agreement store: %s", self.camera, exc)
 
     def backend_switch(self, switch: Any) -> None:
         self.summary.backend_switches += 1
@@ -596,7 +664,8 @@ class CameraPipeline:
             self.thresholds.save()
             s.thresholds = self.thresholds.summary()
         s.student_stale_dropped = self.pool.stats.stale_dropped
-        s.student_latency_ms_mean = round(sum(self._latencies) / len(self._latencies), 2) if self._latencies else 0.0
+        s.student_latency_ms_mean = round(self._latency_total_ms / s.frames_analysed, 2) if s.frames_analysed else 0.0
+        s.reports_by_backend = dict(self._reports_by_backend)
         s.ollama_timings_ms = {k: round(v, 1) for k, v in self._timings.items()}
         if self.lags:
             ordered = sorted(self.lags)
@@ -623,6 +692,17 @@ class CameraPipeline:
         if output.transitions or output.events:
             flags = sorted(self.window.stats().active_flags) if self.summary.frames_analysed else []
             self.outputs.state(self.camera, self.monitor.state, flags, self._explanation)
+
+
+def _render_backend_counts(counts: dict[str, int]) -> str:
+    """`` — reports: ollama 6, offline 59 after the breaker opened``: who really answered, from the reports."""
+    if not counts:
+        return ""
+    if len(counts) == 1:
+        return f" — {next(iter(counts.values()))} reports"
+    ordered = sorted(counts.items(), key=lambda kv: (kv[0] == "offline", kv[0]))
+    parts = [f"{backend} {n}" + (" after the breaker opened" if backend == "offline" else "") for backend, n in ordered]
+    return " — reports: " + ", ".join(parts)
 
 
 def _render_budget(counters: dict[str, Any]) -> str:
@@ -668,6 +748,8 @@ class Runner:
         self._pending_settings: Settings | None = None
         self.learner: Any | None = None
         self._reload_lock = threading.Lock()
+        self.run_id = new_run_id(self.clock.wall())
+        """This run's id: in the summary, the decision log's first line and snapshot names that would collide."""
 
     # -- shared parts -------------------------------------------------------------------------
 
@@ -736,8 +818,17 @@ class Runner:
             from pipeline.sinks.metrics import Metrics
 
             metrics = Metrics()
-        outputs = Outputs(out_dir, on_event=self.on_event, mqtt=mqtt, metrics=metrics)
-        self.learner = Learner.open(s, self.clock, on_change=outputs.decision)
+        guard = DiskGuard(out_dir, s.output.min_free_mb, self.clock)
+        if metrics is not None:
+            guard.on_skip = metrics.disk_skipped
+        outputs = Outputs(out_dir, on_event=self.on_event, mqtt=mqtt, metrics=metrics, run_id=self.run_id, guard=guard,
+                          retain_bytes=int(s.output.retain_mb * 2**20), retain_s=s.output.retain_days * 86400.0, wall=self.clock.wall)
+        outputs.decision(RunStarted(run_id=self.run_id, wall=round(self.clock.wall(), 3)))
+        try:
+            self.learner = Learner.open(s, self.clock, on_change=outputs.decision)
+        except StoreError as exc:  # the store is optional; monitoring is not
+            log.warning("learning off for this run: %s", exc)
+            self.learner = None
         for notice in [self.backends.fallback, *self.backends.notices]:
             if notice:
                 outputs.decision(Notice(message=notice))
@@ -774,22 +865,32 @@ class Runner:
     def _finish(self, queue: TeacherQueue, pipelines: dict[str, CameraPipeline], outputs: Outputs, out_dir: Path,
                 end_ts: dict[str, float], wall_start: float, mqtt: Any, server: Any) -> None:
         s = self.settings
-        queue.close(drain=True, timeout_s=max(10.0, s.teacher.timeout_ms / 1000.0 * (queue.state().depth + 1)))
+        if self.stop.is_set():
+            # SIGTERM/SIGINT: drain for at most the grace period, then what is left is answered 'unverified'.
+            queue.close(timeout_s=s.shutdown.grace_s, cancel=True)
+        else:
+            queue.close(drain=True, timeout_s=max(10.0, s.teacher.timeout_ms / 1000.0 * (queue.state().depth + 1)))
         self._route(queue, pipelines)
         for camera, pipe in pipelines.items():
             pipe.finish(end_ts.get(camera, pipe.last_ts))
             pipe.summary.queue = queue.summary()
             pipe.summary.wall_seconds = self.clock.monotonic() - wall_start
             pipe.summary.out_dir = str(out_dir)
+            pipe.summary.run_id = self.run_id
+            pipe.summary.disk = outputs.disk_summary()
         for analyzer in (self.backends.student, self.backends.teacher):
-            analyzer.close()
+            try:
+                analyzer.close()
+            except Exception:  # closing a model client must not cost the summary
+                log.exception("closing %s failed", analyzer.backend)
         if self.learner is not None:
             self.learner.close()
         summaries = [p.summary.to_json() for p in pipelines.values()]
         for summary in summaries:
             outputs.decision(RunSummaryLine(summary=summary))
         outputs.close()
-        write_json_atomically(out_dir / "summary.json", summaries[0] if len(summaries) == 1 else {"cameras": summaries})
+        if not write_json_atomically(out_dir / "summary.json", summaries[0] if len(summaries) == 1 else {"cameras": summaries}):
+            log.warning("summary.json not written in %s (the summary is printed on stdout)", out_dir)
         if mqtt is not None:
             mqtt.close()
         if server is not None:
@@ -800,9 +901,11 @@ class Runner:
     def run(self, source_spec: str, *, max_frames: int | None = None) -> RunSummary:
         """One source.  Files and image folders are replayed; webcams and streams run live, with reconnects."""
         if is_live_spec(source_spec):
-            # A source named on the command line must open once: a typo or an absent camera is
-            # one clear error, not a grabber retrying forever.  After that, drops reconnect.
-            open_source(source_spec, camera_id=self.settings.camera_id, cfg=self.settings.capture, clock=self.clock).close()
+            # A stream that is not up yet (a box that boots before its cameras) is waited for: the
+            # grabber retries with backoff and /healthz says the camera is waiting.  A webcam index
+            # names a local device: an absent one is one clear error at once.
+            if not is_stream_url(source_spec):
+                open_source(source_spec, camera_id=self.settings.camera_id, cfg=self.settings.capture, clock=self.clock).close()
             camera = CameraConfig(id=self.settings.camera_id, source=source_spec)
             return self.run_cameras([camera], max_frames=max_frames)[0]
         s = self.settings
@@ -815,7 +918,7 @@ class Runner:
         queue = self._teacher_queue(metrics, pipelines)
         pipe = CameraPipeline(camera, s, self.backends, queue, outputs, policy=self.policy_factory(s, camera),
                               replay=replay, description=source.description,
-                              settle_verdicts=lambda: self._route(queue, pipelines), clock=self.clock)
+                              settle_verdicts=lambda: self._route(queue, pipelines), clock=self.clock, stop=self.stop)
         pipelines[camera] = pipe
         pipe.learner = self.learner
         if mqtt is not None:
@@ -831,7 +934,7 @@ class Runner:
                     break
                 self._apply_reload(pipelines)
                 if self.on_progress is not None:
-                    self.on_progress(frame.index, source.frame_count)
+                    self.on_progress(frame.index, source.frame_count, frame.timestamp, source.fps)
                 if pipe.capture_sampler is None:
                     pipe.offer(frame)
                 else:
@@ -853,8 +956,12 @@ class Runner:
             source.close()
             pipe.summary.frames_read = source.stats.frames_grabbed
             pipe.summary.bad_frames = source.stats.bad_frames
+            if source.stats.ended_early:
+                pipe.summary.source_truncated = source.stats.end_reason or "ended early"
             self._finish(queue, pipelines, outputs, out_dir, {camera: source.stats.last_timestamp or 0.0},
                          wall_start, mqtt, server)
+        if source.stats.frames_read == 0 and source.stats.bad_frames:
+            raise SourceError(f"no readable frame in {source.description}: {source.stats.bad_frames} unreadable")
         return pipe.summary
 
     # -- several live cameras ------------------------------------------------------------------
@@ -880,6 +987,7 @@ class Runner:
             pipelines[cam.id] = CameraPipeline(
                 cam.id, s, self.backends, queue, outputs, policy=self.policy_factory(s, cam.id), replay=False,
                 description=grabbers[cam.id].health().get("source", cam.id), sample_fps=cam.sample_fps, clock=self.clock,
+                stop=self.stop,
             )
             pipelines[cam.id].learner = self.learner
             if cam.zones is not None:
@@ -952,6 +1060,11 @@ class Runner:
                 review.close()
             self._finish(queue, pipelines, outputs, out_dir, {}, wall_start, mqtt, server)
         return [p.summary for p in pipelines.values()]
+
+
+def is_stream_url(spec: str) -> bool:
+    """A network stream (rtsp://, http://, ...), waited for when it is not up yet."""
+    return "://" in spec and not spec.strip().lower().startswith("file://")
 
 
 def is_live_spec(spec: str) -> bool:

@@ -17,6 +17,7 @@ from pipeline.sinks.decision_log import (
     FrameDecision,
     Notice,
     Reload,
+    RunStarted,
     RunSummaryLine,
     Shed,
     SourceChange,
@@ -43,6 +44,7 @@ SAMPLES = [
     Reload(camera="c", t=6.0, thresholds={"min_confidence": 0.6}),
     CalibrationChange(version="cal/20-abc", examples=20, groups=["fire"], applied=False),
     Notice(message="student: offline"),
+    RunStarted(run_id="20260101T000000Z-abc123", wall=1767225600.0),
     RunSummaryLine(summary={"camera": "c", "frames_read": 10}),
 ]
 

@@ -338,3 +338,69 @@ def test_rtsp_frames_carry_the_streams_own_presentation_times(clip: Path, rtsp_o
     assert all(step > 0 for step in steps)
     # The clip is 25 fps: stream time advances ~40 ms per frame, whatever the read jitter.
     assert abs(sorted(steps)[len(steps) // 2] - 0.04) < 0.01
+
+
+class ShortClip(FrameSource):
+    """A few frames over ``seconds`` of the manual clock, then the end (a looped short file camera)."""
+
+    def __init__(self, clock: ManualClock, frames: int, seconds: float) -> None:
+        self.fps, self.frame_count, self.is_live, self.description = 25.0, None, True, "fake"
+        self.stats = CaptureStats()
+        self._clock, self._frames, self._seconds = clock, frames, seconds
+
+    def frames(self, sampler: Sampler | None = None) -> Iterator[Frame]:
+        for i in range(self._frames):
+            self._clock.advance(self._seconds / max(1, self._frames))
+            yield Frame("x", i, i * 0.1, np.zeros((8, 8, 3), np.uint8))
+        self.stats.end_reason = "end of clip"
+
+
+@pytest.mark.parametrize(("frames", "resets"), [(5, True), (0, False)])
+def test_backoff_starts_over_after_a_healthy_session_only(frames: int, resets: bool) -> None:
+    clock = ManualClock()
+    opens: list[float] = []
+
+    def opener(spec: str, **_: object) -> FrameSource:
+        opens.append(time.monotonic())
+        return ShortClip(clock, frames, seconds=2.5)  # healthy: frames for 2.5 s (>= 2 s)
+
+    g = LiveGrabber("fake://", camera_id="cam1", cfg=CFG, clock=clock, stale_after_s=5.0, backoff_initial_s=0.1,
+                    backoff_max_s=0.8, rng=random.Random(3), opener=opener).start()
+    try:
+        deadline = time.monotonic() + 6.0
+        while len(opens) < 7 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        g.close(2.0)
+    gaps = [b - a for a, b in zip(opens, opens[1:])][:6]
+    assert len(gaps) >= 5
+    if resets:
+        assert max(gaps) < 0.3, gaps  # every wait is the first step of the backoff (0.05..0.1 s)
+    else:
+        assert max(gaps) >= 0.4, gaps  # sessions without frames are no sign of health: the backoff grows
+
+
+def test_health_says_a_camera_that_never_answered_is_waiting() -> None:
+    up = threading.Event()
+    release = threading.Event()  # the source delivers one frame, then holds the session open until released
+
+    def opener(spec: str, **_: object) -> FrameSource:
+        if not up.is_set():
+            raise SourceError("stream could not be opened: fake")
+        return FrozenAfterOne(release)
+
+    events = Events()
+    g = grabber("fake://", events, clock=ManualClock(), opener=opener).start()
+    try:
+        time.sleep(0.3)
+        assert g.health()["status"] == "waiting" and not g.health()["connected"]
+        up.set()
+        assert g.wait_latest(-1, 3.0) is not None
+        assert g.health()["status"] == "connected"
+    finally:
+        release.set()
+        g.close(2.0)
+    from pipeline.sinks.metrics import health_status
+
+    _code, body = health_status({"cameras": {"door": {"status": "waiting"}, "yard": {"status": "connected"}}})
+    assert body["waiting_cameras"] == ["door"]

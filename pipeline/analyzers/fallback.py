@@ -53,6 +53,7 @@ class CircuitBreaker:
         self._state = BreakerState.CLOSED
         self._consecutive_failures = 0
         self._opened_at = 0.0
+        self._opened_at_source: float | None = None
         self._probe_in_flight = False
 
     @property
@@ -65,14 +66,21 @@ class CircuitBreaker:
         with self._lock:
             return self._consecutive_failures
 
-    def allow(self) -> bool:
-        """True: use the primary (closed, or this caller is the one half-open probe)."""
+    def allow(self, source_t: float | None = None) -> bool:
+        """True: use the primary (closed, or this caller is the one half-open probe).
+
+        The probe is due ``reset_after_s`` after the breaker opened on the clock *or* in source time
+        (``source_t``, the frame's timestamp): a file replayed faster than real time re-probes the
+        model every ``reset_after_s`` of video instead of never within the replay.
+        """
         with self._lock:
             if self._state is BreakerState.CLOSED:
                 return True
             if self._probe_in_flight:
                 return False
-            if self._clock.monotonic() - self._opened_at >= self.reset_after_s:
+            source_due = (source_t is not None and self._opened_at_source is not None
+                          and source_t - self._opened_at_source >= self.reset_after_s)
+            if source_due or self._clock.monotonic() - self._opened_at >= self.reset_after_s:
                 self._state = BreakerState.HALF_OPEN
                 self._probe_in_flight = True
                 return True
@@ -87,7 +95,7 @@ class CircuitBreaker:
             self._state = BreakerState.CLOSED
             return before
 
-    def record_failure(self) -> BreakerState:
+    def record_failure(self, source_t: float | None = None) -> BreakerState:
         """A primary call failed; returns the state after (OPEN when the breaker tripped or stays open)."""
         with self._lock:
             self._consecutive_failures += 1
@@ -96,6 +104,7 @@ class CircuitBreaker:
             ):
                 self._state = BreakerState.OPEN
                 self._opened_at = self._clock.monotonic()
+                self._opened_at_source = source_t
             self._probe_in_flight = False
             return self._state
 
@@ -171,7 +180,7 @@ class FallbackStudent:
             return crash_report(self._primary, item, exc)
 
     def analyze(self, item: EncodedFrame) -> FrameReport:
-        if not self._breaker.allow():
+        if not self._breaker.allow(item.timestamp):
             return self._fallback.analyze(item)
         probing = self._breaker.state is BreakerState.HALF_OPEN
         report = self._run_primary(item)
@@ -180,7 +189,7 @@ class FallbackStudent:
             if before is not BreakerState.CLOSED or self.active is not self._primary:
                 self._switch(self._primary, timestamp=item.timestamp, reason="primary answered again")
             return report
-        after = self._breaker.record_failure()
+        after = self._breaker.record_failure(item.timestamp)
         if after is BreakerState.OPEN:
             failures = self._breaker.consecutive_failures
             self._switch(

@@ -40,6 +40,7 @@ from pipeline.analyzers.prompts import (
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import ModelEndpoint, StudentConfig, TeacherConfig
 from pipeline.errors import EdgewatchError
+from pipeline.masking import mask_url
 from pipeline.records import EncodedFrame, Escalation, FrameReport, StudentAnswer, TeacherAnswer, Verdict
 
 log = logging.getLogger("edgewatch.ollama")
@@ -90,17 +91,9 @@ class ModelError(EdgewatchError):
         return self.kind in _RETRYABLE
 
 
-_USERINFO = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/?#@]*)@")
-
-
 def mask_host(host: str) -> str:
-    """``http://user:secret@host`` → ``http://user:***@host`` (a bare token is hidden entirely)."""
-
-    def _hide(m: re.Match[str]) -> str:
-        user, sep, _ = m.group("userinfo").partition(":")
-        return f"{m.group('scheme')}{user + ':***' if sep else '***'}@"
-
-    return _USERINFO.sub(_hide, host.strip(), count=1)
+    """``http://user:secret@host/?token=x`` → ``http://user:***@host/?token=***`` (`pipeline.masking`)."""
+    return mask_url(host.strip())
 
 
 def _exception_chain(exc: BaseException) -> list[BaseException]:
@@ -364,6 +357,14 @@ class _Endpoint:
         self._loaded.set()
         return (self._clock.monotonic() - start) * 1000.0
 
+    @property
+    def loaded(self) -> bool:
+        return self._loaded.is_set()
+
+    def give_up_loading(self) -> None:
+        """Use the steady client (and timeout) from now on, loaded or not."""
+        self._loaded.set()
+
     def close(self) -> None:
         self._first_client.close()
         self._steady_client.close()
@@ -405,6 +406,27 @@ class _OllamaRole:
         took = self._endpoint.warm_up()
         log.info("%s %s loaded on %s in %.0f ms", self.role, self.model, self._endpoint.shown_host, took)
         return took
+
+    @property
+    def warmed_up(self) -> bool:
+        """The model answered once (loaded), or its warm-up gave up: later calls use the steady timeout."""
+        return self._endpoint.loaded
+
+    def warm_up_in_background(self) -> threading.Thread:
+        """Load the model on a daemon thread, so monitoring starts at once and the first review does not
+        wait for the load.  A warm-up that fails or hangs past ``first_call_timeout_ms`` is logged, and
+        calls use the steady timeout from then on (a hung host never costs minutes per call)."""
+
+        def run() -> None:
+            try:
+                self.warm_up()
+            except ModelError as exc:
+                log.warning("%s %s warm-up failed on %s: %s", self.role, self.model, self._endpoint.shown_host, exc)
+                self._endpoint.give_up_loading()
+
+        thread = threading.Thread(target=run, name=f"warm-up-{self.role}", daemon=True)
+        thread.start()
+        return thread
 
     def close(self) -> None:
         self._endpoint.close()

@@ -220,17 +220,26 @@ class FleetTeacherQueue:
         """Nothing waits to be sent and nothing waits for the bus (local reviews are the local queue's)."""
         return not self._outbox and all(o.local for o in self._open.values())
 
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Send everything waiting now and wait for every answer; False on timeout."""
+    def wait_idle(self, timeout_s: float, stop: threading.Event | None = None) -> bool:
+        """Send everything waiting now and wait for every answer; False on timeout or when ``stop`` is set."""
         deadline = self._clock.monotonic() + max(0.0, timeout_s)
         with self._cond:
             self._flush_seq = self._seq
             self._cond.notify_all()
-            idle = self._cond.wait_for(self._idle_locked, timeout=max(0.0, timeout_s))
-        return self._local.wait_idle(max(0.0, deadline - self._clock.monotonic())) and idle
+            idle = self._idle_locked()
+            while not idle:
+                remaining = deadline - self._clock.monotonic()
+                if remaining <= 0 or (stop is not None and stop.is_set()):
+                    break
+                self._cond.wait(min(remaining, 0.1) if stop is not None else remaining)  # a SIGTERM is seen at once
+                idle = self._idle_locked()
+        return self._local.wait_idle(max(0.0, deadline - self._clock.monotonic()), stop=stop) and idle
 
-    def close(self, drain: bool = True, timeout_s: float = 30.0) -> None:
-        """Stop accepting; wait for the answers (``drain``) or shed what is open; stop the bus thread."""
+    def close(self, drain: bool = True, timeout_s: float = 30.0, *, cancel: bool = False) -> None:
+        """Stop accepting; wait for the answers (``drain``) or shed what is open; stop the bus thread.
+
+        ``cancel`` (a bounded shutdown): ``timeout_s`` is the whole grace period; bus requests still
+        open then are shed, local reviews still open are answered 'unverified' by the local queue."""
         deadline = self._clock.monotonic() + max(0.0, timeout_s)
         with self._cond:
             first = not self._closed
@@ -251,7 +260,7 @@ class FleetTeacherQueue:
             self._stop = True
             self._cond.notify_all()
         self._thread.join(timeout=max(1.0, self._cfg.socket_timeout_s * 2))
-        self._local.close(drain=drain, timeout_s=max(0.0, deadline - self._clock.monotonic()))
+        self._local.close(drain=drain, timeout_s=max(0.0, deadline - self._clock.monotonic()), cancel=cancel)
         self._bus.close()
 
     def summary(self) -> dict[str, Any]:

@@ -521,13 +521,17 @@ class AgreementStore:
         rel = f"{safe_camera}/{hashlib.sha1(jpeg).hexdigest()[:20]}.jpg"
         target = self.frames_dir / rel
         if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_suffix(".tmp")
-            with open(tmp, "wb") as fh:
-                fh.write(jpeg)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(tmp, "wb") as fh:
+                    fh.write(jpeg)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            except OSError as exc:  # a full disk costs this example, never a half file
+                tmp.unlink(missing_ok=True)
+                raise StoreError(f"agreement store {self.path}: keyframe not written: {exc.strerror or exc}") from None
         return rel
 
     def _rollback(self) -> None:

@@ -239,6 +239,15 @@ class Notice(_Line):
 
 
 @dataclass(frozen=True, slots=True)
+class RunStarted(_Line):
+    """The first line of each run: its id (runs appended to one log with --append stay apart)."""
+
+    kind: ClassVar[str] = "run"
+    run_id: str
+    wall: float
+
+
+@dataclass(frozen=True, slots=True)
 class RunSummaryLine(_Line):
     """The run's summary for one camera (``summary`` holds `RunSummary.to_json`)."""
 
@@ -255,7 +264,7 @@ class RunSummaryLine(_Line):
 
 RECORDS: dict[str, type[_Line]] = {cls.kind: cls for cls in (
     FrameDecision, EscalationSent, VerdictReceived, Shed, StateTransition, BackendSwitch, SourceChange,
-    ThresholdChangeLine, Reload, CalibrationChange, Notice, RunSummaryLine,
+    ThresholdChangeLine, Reload, CalibrationChange, Notice, RunStarted, RunSummaryLine,
 )}
 
 
@@ -296,6 +305,11 @@ class DecisionLog:
 
     def __init__(self, path: Path) -> None:
         self._writer = JsonlWriter(path)
+
+    @property
+    def writer(self) -> JsonlWriter:
+        """The file underneath (its counts of lines held in memory or lost on a full disk)."""
+        return self._writer
 
     def write(self, record: DecisionRecord) -> None:
         self._writer.write(record.to_json())

@@ -57,6 +57,7 @@ class KeyframeArchive:
             tmp.write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
             os.replace(tmp, target / MANIFEST)
         except OSError as exc:
+            (target / (MANIFEST + ".tmp")).unlink(missing_ok=True)  # a full disk leaves no half manifest
             log.warning("could not keep the keyframes of %s: %s", escalation.id, exc.strerror or exc)
             return
         self.saved += 1

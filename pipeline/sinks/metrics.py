@@ -55,6 +55,9 @@ class Metrics:
         self.source_events_total = Counter(
             "edgewatch_source_events", "Live-source events (source_lost, source_restored, source_stale).", ["camera", "kind"], registry=r,
         )
+        self.disk_skipped_total = Counter(
+            "edgewatch_disk_skipped", "Optional writes (snapshot, agreement_store) skipped because the output disk was low.", ["kind"], registry=r,
+        )
         self.mqtt_queue_depth = Gauge("edgewatch_mqtt_queue_depth", "Events waiting on disk for the MQTT broker.", registry=r)
         self.mqtt_dropped_total = Counter("edgewatch_mqtt_dropped", "Events dropped because the MQTT disk queue was full.", registry=r)
         self._mqtt_dropped_seen = 0
@@ -84,6 +87,9 @@ class Metrics:
     def source_event(self, camera: str, kind: str) -> None:
         self.source_events_total.labels(camera=camera, kind=kind).inc()
 
+    def disk_skipped(self, kind: str) -> None:
+        self.disk_skipped_total.labels(kind=kind).inc()
+
     def set_mqtt_queue(self, depth: int, dropped_total: int) -> None:
         """Mirror the MQTT sink's disk queue (depth now, drops since start)."""
         self.mqtt_queue_depth.set(depth)
@@ -105,6 +111,9 @@ def health_status(health: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
     body["ok"] = ok
     if stale:
         body["stale_cameras"] = stale
+    waiting = sorted(str(cam) for cam, info in cameras.items() if isinstance(info, Mapping) and info.get("status") == "waiting")
+    if waiting:
+        body["waiting_cameras"] = waiting  # never answered since start: monitoring begins when they do
     return (200 if ok else 503), body
 
 

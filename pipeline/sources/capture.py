@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 from pipeline.clock import Clock  # noqa: E402
 from pipeline.config import CaptureConfig  # noqa: E402
 from pipeline.errors import SourceError  # noqa: E402
+from pipeline.masking import mask_url  # noqa: E402
 from pipeline.records import Frame  # noqa: E402
 
 try:  # the Python binding of the log-level setter moved between OpenCV 4.x releases
@@ -52,11 +53,6 @@ _SANE_FPS = (0.5, 500.0)
 _LIVE_MAX_FAILED_READS = 3
 
 _URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
-_URL_USERINFO = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/?#]*)@")
-_SECRET_QUERY = re.compile(
-    r"(?P<key>[?&;](?:password|passwd|pwd|pass|token|access_token|apikey|api_key|key|secret|auth)=)[^&;#]*",
-    re.IGNORECASE,
-)
 _DIGITS = re.compile(r"(\d+)")
 
 
@@ -68,17 +64,9 @@ def mask_credentials(url: str) -> str:
     """Hide the password (and secret query values) of a URL: ``rtsp://user:***@host/...``.
 
     A userinfo without a colon (``rtsp://token@host``) is hidden entirely, because a bare
-    token is a secret too.
+    token is a secret too.  Parsing rules: `pipeline.masking`.
     """
-
-    def _userinfo(m: re.Match[str]) -> str:
-        userinfo = m.group("userinfo")
-        user, sep, _password = userinfo.partition(":")
-        masked = f"{user}:***" if sep else "***"
-        return f"{m.group('scheme')}{masked}@"
-
-    masked = _URL_USERINFO.sub(_userinfo, url, count=1)
-    return _SECRET_QUERY.sub(lambda m: m.group("key") + "***", masked)
+    return mask_url(url)
 
 
 def natural_key(name: str) -> tuple[Any, ...]:

@@ -31,12 +31,12 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
-from urllib.parse import unquote, urlsplit
 
 from pipeline.sources.capture import FrameSource, Sampler, mask_credentials, open_source
 from pipeline.clock import Clock
 from pipeline.config import CaptureConfig
 from pipeline.errors import SourceError
+from pipeline.masking import url_secrets
 from pipeline.records import Frame
 
 log = logging.getLogger("edgewatch.live")
@@ -45,6 +45,11 @@ SourceEventKind = Literal["source_lost", "source_restored", "source_stale"]
 #: Events kept for ``poll()`` when nobody drains them (oldest dropped first).
 _MAX_PENDING_EVENTS = 1000
 
+
+#: A session that delivered frames for this long (or ``stale_after_s`` if shorter) was healthy: the
+#: reconnect backoff starts over (a looped short clip or a stream that drops now and then never
+#: accumulates the backoff of a long outage).
+_HEALTHY_SESSION_S = 2.0
 
 #: Session frame times may run this far from the grabber's clock before they are re-based.
 _MAX_SESSION_DRIFT_S = 2.0
@@ -127,7 +132,7 @@ class LiveGrabber:
         self._spec = spec
         self.camera_id = camera_id
         self.description = mask_credentials(spec.strip())
-        self._secrets = _url_secrets(spec)
+        self._secrets = url_secrets(spec)
         self._cfg = cfg
         self._clock = clock
         self.stale_after_s = float(stale_after_s)
@@ -213,6 +218,8 @@ class LiveGrabber:
         age = self.last_frame_age()
         return {
             "source": self.description,
+            # waiting: never opened yet (a camera that boots after us); reconnecting: it worked, then went down.
+            "status": "connected" if self._up else ("waiting" if self.stats.opens == 0 else "reconnecting"),
             "connected": self._up,
             "last_frame_age_s": None if age is None else round(age, 3),
             "stale": self.is_stale,
@@ -319,6 +326,7 @@ class LiveGrabber:
                 self._down_reported = False
                 self._emit("source_restored", f"{self.description} delivering again")
             session_start = self._clock.monotonic()
+            frames_before = self.stats.frames_received
             self._session_base = None
             why = ""
             try:
@@ -342,7 +350,8 @@ class LiveGrabber:
                 self.stats.stale_restarts += 1
                 why = f"restarted by the watchdog: no frame for {self.stale_after_s:g} s"
             self._went_down(why)
-            if self._clock.monotonic() - session_start >= self.stale_after_s:
+            healthy_s = min(self.stale_after_s, _HEALTHY_SESSION_S)
+            if self.stats.frames_received > frames_before and self._clock.monotonic() - session_start >= healthy_s:
                 delays = backoff_delays(*self._backoff, self._rng)  # it was healthy for a while: start over
             self._stop.wait(next(delays))
         self._up = False
@@ -359,18 +368,3 @@ class LiveGrabber:
                 self._emit("source_stale", f"no frame {since} (limit {self.stale_after_s:g} s)")
             if self._up:
                 self._restart.set()
-
-
-def _url_secrets(spec: str) -> list[str]:
-    """Password (or bare token) of a URL, raw and percent-decoded, to scrub from any text."""
-    try:
-        parts = urlsplit(spec.strip())
-    except ValueError:
-        return []
-    secrets: list[str] = []
-    if parts.password:
-        secrets.append(parts.password)
-    elif parts.username and "@" in parts.netloc:
-        secrets.append(parts.username)  # "rtsp://token@host": the whole userinfo is the secret
-    secrets += [unquote(s) for s in secrets if unquote(s) != s]
-    return [s for s in secrets if len(s) >= 3]  # masking "a" everywhere would mangle text, not protect it

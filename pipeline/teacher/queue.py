@@ -195,6 +195,9 @@ class TeacherQueue:
         self._served_tick: dict[str, int] = {}
         self._closed = False
         self._stop = False
+        self._serving: dict[int, _Item] = {}
+        self.cancelled = 0
+        """Reviews answered 'unverified' because the shutdown grace period ran out."""
         self._counters = _Counters()
         self._workers: list[threading.Thread] = []
         self._worker_names = 0
@@ -348,6 +351,7 @@ class TeacherQueue:
                     self._waiting.remove(item)
                     self._promote_overflow_locked()
                     self._in_flight += 1
+                    self._serving[id(item)] = item
                     self._tick += 1
                     self._served_tick[item.escalation.camera] = self._tick
                     self._cond.notify_all()
@@ -373,8 +377,11 @@ class TeacherQueue:
             self._finish_locked(item, verdict, started - item.enqueued_at, finished - started, error=error)
 
     def _finish_locked(self, item: _Item, verdict: Verdict, wait_s: float, service_s: float, *, error: bool) -> None:
+        if item.finished:  # cancelled at shutdown: its unverified verdict went out already
+            return
         item.finished = True
         self._in_flight -= 1
+        self._serving.pop(id(item), None)
         c = self._counters
         c.served += 1
         c.errors += int(error)
@@ -400,7 +407,9 @@ class TeacherQueue:
             if self._hung_calls >= self._cfg.max_concurrent:
                 why = f"teacher unresponsive: {self._hung_calls} call(s) still running past their timeout"
                 return self._unverified(esc, why), True, False
-            first = self._calls_started == 0
+            # The first call may have to load the model, unless the teacher loads itself at start
+            # (`warmed_up`: Ollama's warm-up runs in the background; a call never waits minutes).
+            first = self._calls_started == 0 and not hasattr(self._teacher, "warmed_up")
             self._calls_started += 1
         timeout_ms = max(self._cfg.timeout_ms, self._cfg.first_call_timeout_ms) if first else self._cfg.timeout_ms
         box: dict[str, Any] = {}
@@ -480,6 +489,7 @@ class TeacherQueue:
             "shed": s.shed, "shed_by_priority": s.shed_by_priority, "shed_by_reason": s.shed_by_reason,
             "safety_shed": s.safety_shed, "served": s.served, "errors": s.errors, "timeouts": s.timeouts,
             "worker_crashes": s.worker_crashes, "hung_calls": s.hung_calls, "depth_max": s.depth_max, "overflow_max": s.overflow_max,
+            "cancelled_at_shutdown": self.cancelled,
             "wait_median_s": round(s.wait_median_s, 3), "wait_p95_s": round(s.wait_p95_s, 3),
             "service_median_s": round(s.service_median_s, 3), "service_p95_s": round(s.service_p95_s, 3),
         }
@@ -493,23 +503,35 @@ class TeacherQueue:
     def _idle_locked(self) -> bool:
         return not self._waiting and not self._overflow and self._in_flight == 0
 
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Flush and wait until nothing waits and nothing is in flight; False on timeout."""
+    def wait_idle(self, timeout_s: float, stop: threading.Event | None = None) -> bool:
+        """Flush and wait until nothing waits and nothing is in flight; False on timeout or when ``stop`` is set."""
+        deadline = self._clock.monotonic() + max(0.0, timeout_s)
         with self._cond:
             self._idle_waiters += 1
             self._flush_seq = self._seq
             self._cond.notify_all()
             try:
-                return self._cond.wait_for(self._idle_locked, timeout=max(0.0, timeout_s))
+                while not self._idle_locked():
+                    remaining = deadline - self._clock.monotonic()
+                    if remaining <= 0 or (stop is not None and stop.is_set()):
+                        return False
+                    # Short slices: a stop request (SIGTERM) is seen within a tenth of a second.
+                    self._cond.wait(min(remaining, 0.1) if stop is not None else remaining)
+                return True
             finally:
                 self._idle_waiters -= 1
 
-    def close(self, drain: bool = True, timeout_s: float = 30.0) -> None:
+    def close(self, drain: bool = True, timeout_s: float = 30.0, *, cancel: bool = False) -> None:
         """Stop accepting; serve what waits (``drain``) or shed it as 'shutdown'; join the workers.
 
         Calling it again is harmless.  A worker stuck in a teacher call past ``timeout_s`` is
-        left behind (daemon thread) and logged.
+        left behind (daemon thread) and logged.  With ``cancel`` (a bounded shutdown), whatever
+        is still waiting or in flight when ``timeout_s`` runs out is answered 'unverified'
+        (the review never happened) instead of shed, and hung calls are abandoned at once.
         """
+        if cancel:
+            self._close_cancelling(timeout_s)
+            return
         with self._cond:
             first = not self._closed
             self._closed = True
@@ -533,3 +555,36 @@ class TeacherQueue:
         alive = [w.name for w in workers if w.is_alive()]
         if alive:
             log.warning("teacher queue closed with %d worker(s) still in a teacher call: %s", len(alive), ", ".join(alive))
+
+    def _close_cancelling(self, grace_s: float) -> None:
+        deadline = self._clock.monotonic() + max(0.0, grace_s)
+        with self._cond:
+            self._closed = True
+            self._flush_seq = self._seq
+            self._cond.notify_all()
+            while not self._idle_locked():
+                remaining = deadline - self._clock.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(min(remaining, 0.1))
+            now = self._clock.monotonic()
+            why = f"not reviewed: shutdown grace period ({grace_s:g} s) ran out"
+            left = [*self._waiting, *self._overflow.values(), *self._serving.values()]
+            self._waiting.clear()
+            self._overflow.clear()
+            for item in left:
+                if item.finished:
+                    continue
+                if id(item) not in self._serving:
+                    self._in_flight += 1  # _finish_locked counts it out again
+                self._finish_locked(item, self._unverified(item.escalation, why), now - item.enqueued_at, 0.0, error=True)
+                self.cancelled += 1
+            if left:
+                log.warning("teacher queue: %d review(s) still waiting or in flight after the %.1f s grace period: "
+                            "answered 'unverified'", len(left), grace_s)
+            self._stop = True
+            self._cond.notify_all()
+            workers = list(self._workers)
+        for worker in workers:
+            if worker is not threading.current_thread():
+                worker.join(timeout=0.05)  # a worker inside a hung call is a daemon; it is not waited for
