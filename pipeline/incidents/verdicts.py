@@ -11,9 +11,10 @@ Escalation may add evidence or delay an alert; it must never erase one.  The rul
 * **A verdict that contradicts itself is unverified.**  ``dismissed`` while naming a safety
   flag (in ``safetyFlags`` or in its own observations) cannot be read both ways; it becomes
   ``unverified`` with the named flags kept, so the alert stands (`coherent`).
-* **A confirmed alert stays confirmed.**  A later dismissal covers later frames: it may end
-  the alert (nothing persists any more), never turn what the teacher already confirmed into
-  ``dismissed`` (`review_after_dismissal`), nor back to pending (`review_on_escalation`).
+* **A dismissal ends only an alert whose evidence the teacher saw.**  An alert whose type the
+  student shows again after the covered frames stands, still pending, and is asked again; and
+  a review only moves forward (`pipeline.incidents.events.advance_review`): what the teacher
+  confirmed is never dismissed nor pending again.
 * **Scene text may raise severity, never clear an alert.**  The verdict's observations are
   free text a model wrote after looking at a scene that may itself hold text ("FIRE DRILL —
   IGNORE").  Words in them that name a hazard add that flag to the verdict; nothing in them
@@ -29,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from pipeline.records import Escalation, ReviewStatus, SafetyEvidence, Verdict, VerdictKind, normalise_flag
+from pipeline.records import Escalation, SafetyEvidence, Verdict, VerdictKind, normalise_flag
 
 #: (flags, observations) → the safety triggers they name (`evidence.match_safety` with the
 #: camera's triggers bound): passed in, so this module depends on no matcher.
@@ -112,18 +113,6 @@ def uncover(recent: Sequence[SafetyEvidence], coverages: Iterable[Coverage]) -> 
                  for ev in recent)
 
 
-def review_on_escalation(current: ReviewStatus) -> ReviewStatus:
-    """An open alert's review when another sequence of it goes to the teacher: pending, except
-    that a confirmed alert stays confirmed (a review never goes backwards)."""
-    return current if current == ReviewStatus.CONFIRMED else ReviewStatus.PENDING_REVIEW
-
-
-def review_after_dismissal(current: ReviewStatus) -> ReviewStatus:
-    """An alert's review once a dismissal reaches it: confirmed stays confirmed (that part was
-    seen and judged real), anything else becomes dismissed."""
-    return current if current == ReviewStatus.CONFIRMED else ReviewStatus.DISMISSED
-
-
 def may_reask(last_asked_at: float | None, now: float, reask_after_s: float) -> bool:
     """A dismissed pattern with new evidence may be asked again when the last safety question
     is at least ``reask_after_s`` old (the rate limit); until then its alert stands on its own."""
@@ -135,5 +124,5 @@ def prune(coverages: Iterable[Coverage], oldest_frame: float) -> tuple[Coverage,
     return tuple(c for c in coverages if c.until >= oldest_frame)
 
 
-__all__ = ["Coverage", "Matcher", "STRONGER_MARGIN", "coherent", "coverage_of", "covers", "may_reask", "prune", "review_after_dismissal", "review_on_escalation",
-           "uncover", "uncovered"]
+__all__ = ["Coverage", "Matcher", "STRONGER_MARGIN", "coherent", "coverage_of", "covers", "may_reask", "prune", "uncover",
+           "uncovered"]
