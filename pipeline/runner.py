@@ -418,7 +418,7 @@ class CameraPipeline:
             self._apply(MonitorOutput(frame_out.transitions))
             queue_state = self.queue.state()
             self._adapt(report, item, queue_state)
-            decision = self.policy.evaluate(stats, queue_state)
+            decision = self.policy.evaluate(stats, queue_state, self.monitor.unreviewed_alerts())
             self.outputs.decision(FrameDecision(
                 camera=self.camera, t=round(report.timestamp, 3), frame=report.frame_index, escalate=decision.escalate,
                 reason=decision.reason, priority=decision.priority.name if decision.priority is not None else None,
@@ -498,7 +498,7 @@ class CameraPipeline:
             return
         # What a verdict may change (pipeline/incidents/verdicts.py): a self-contradicting one is
         # unverified, and a dismissal covers only the frames the teacher saw.
-        verdict = coherent(verdict, self._match_safety)
+        verdict = coherent(verdict, self._match_safety(result.escalation.flags, ()), self._match_safety)
         coverage = coverage_of(result.escalation, verdict, self._match_safety)
         kind = verdict.kind.value
         self.summary.verdicts[kind] = self.summary.verdicts.get(kind, 0) + 1

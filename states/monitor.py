@@ -252,10 +252,11 @@ class CameraMonitor:
             self.open_incident_id = incident_id
 
         canonical = self._triggers_in(norm)
-        for ev in list(self.book.alerts.values()):
-            # A lower-priority review (low confidence, audit, flips) of a window that still shows an
-            # alert puts only alerts of the types it names up for review; a safety escalation, all.
-            if safety or (ev.type in canonical and ev.review != Review.CONFIRMED):
+        for kind in canonical & self.book.alerts.keys():
+            # An escalation puts up for review the alerts of the types it asks about, no others (a
+            # question about fire is no review of a fall); a confirmed alert stays confirmed.
+            ev = self.book.alerts[kind]
+            if ev.review != Review.CONFIRMED:
                 self.book.review(ev, Review.PENDING_REVIEW, pending.why, escalation_id=escalation_id)
         if safety:
             for kind in sorted(canonical) or sorted(norm) or ["safety"]:
@@ -299,6 +300,10 @@ class CameraMonitor:
         """End of input: end every open event."""
         self.book.end_all(self._time(timestamp), "input ended")
         return self._flush()
+
+    def unreviewed_alerts(self) -> frozenset[str]:
+        """Types of the open alerts no teacher has seen yet (the policy asks about them)."""
+        return frozenset(kind for kind, ev in self.book.alerts.items() if ev.review == Review.NOT_REVIEWED)
 
     def is_covered(self, flags: Iterable[str], timestamp: float, confidence: float) -> bool:
         """True when a teacher's dismissal speaks for every safety trigger ``flags`` name on a
@@ -596,17 +601,20 @@ class CameraMonitor:
     def _a_confirm_alerts(self, data: EventData) -> None:
         t = data.kwargs["timestamp"]
         ctx: _VerdictContext = data.kwargs["context"]
-        v = ctx.verdict
-        for ev in self.book.linked(ctx.escalation_ids):
-            self.book.review(ev, Review.CONFIRMED, ctx.why, escalation_id=v.escalation_id, explanation=v.explanation,
-                             flags=ctx.teacher_flags)
-        for kind in ctx.alert_types:
-            if kind not in self.book.alerts:
-                ev = self._open_alert(kind, t, ctx.why, review=Review.CONFIRMED, explanation=v.explanation,
-                                      confidence=v.confidence, escalation_ids=(v.escalation_id,))
-                ev.flags |= ctx.teacher_flags
+        self._confirm(t, ctx, ctx.alert_types)
         # A confirmed alert lasts at least quiet_after_s from the verdict.
         self._last_flag_ts = max(self._last_flag_ts, t)
+
+    def _confirm(self, t: float, ctx: _VerdictContext, types: Iterable[str]) -> None:
+        """The teacher confirms ``types`` (those it was asked about or named): their alerts, open or new."""
+        v = ctx.verdict
+        for kind in types:
+            ev = self.book.alerts.get(kind)
+            if ev is None:
+                ev = self._open_alert(kind, t, ctx.why, review=Review.CONFIRMED, explanation=v.explanation,
+                                      confidence=v.confidence, escalation_ids=(v.escalation_id,))
+            self.book.review(ev, Review.CONFIRMED, ctx.why, escalation_id=v.escalation_id, explanation=v.explanation,
+                             flags=ctx.teacher_flags)
 
     def _a_unverify_alerts(self, data: EventData) -> None:
         t = data.kwargs["timestamp"]
@@ -641,6 +649,9 @@ class CameraMonitor:
                 continue
             self.book.review(ev, Review.DISMISSED, ctx.why, escalation_id=v.escalation_id, explanation=v.explanation)
             self.book.end_alert(ev.type, t, ctx.why)
+        # A hazard the teacher names while dismissing what it was asked (a fall dismissed, fire
+        # seen) is reported: verdict words may add an alert, never remove one.
+        self._confirm(t, ctx, [k for k in ctx.alert_types if k not in coverage.flags])
 
     def _seen_after_coverage(self) -> frozenset[str]:
         """Triggers the last n reports show on frames no dismissal covers."""

@@ -402,3 +402,14 @@ def test_a_safety_word_matches_unless_negated(before: list[str], trigger: str, a
     negated = " ".join([*before, negator, word, *after])
     assert match_safety([], [plain], TRIGGERS) == {trigger}
     assert match_safety([], [negated], TRIGGERS) == set()
+
+
+def test_an_alert_no_teacher_has_seen_is_asked_about_even_when_the_policy_saw_no_persistence() -> None:
+    # The monitor can alert on evidence the policy never weighs (a flag carried over gate-skipped
+    # frames, a tamper the gate backs): with review_alerts the policy asks about it.
+    stats = window_stats([report(0), report(1, ["fall"])])
+    assert not EscalationPolicy(thresholds()).evaluate(stats, CALM_QUEUE).escalate
+    asked = EscalationPolicy(thresholds()).evaluate(stats, CALM_QUEUE, unreviewed=frozenset({"fall"}))
+    assert asked.escalate and asked.reason == "safety:fall"
+    off = EscalationPolicy(thresholds(review_alerts=False)).evaluate(stats, CALM_QUEUE, unreviewed=frozenset({"fall"}))
+    assert not off.escalate

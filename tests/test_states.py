@@ -572,3 +572,28 @@ def test_dismissal_covers_synonym_flags_too() -> None:
     r.verdict(verdict(VerdictKind.DISMISSED, "esc-1"), 1.0)
     assert r.monitor.is_covered({"fall"}, 0.0, 0.9) and r.monitor.is_covered({"Person Fall"}, 1.0, 0.9)
     assert r.monitor.state == "observing"
+
+
+def test_a_verdict_speaks_for_the_types_it_was_asked_about_or_names() -> None:
+    r = Replay()
+    for t in (0.0, 1.0):
+        r.frame(t, PERSON, ("fire", "fall"))
+    fire, fall = sorted(r.alerts(), key=lambda e: e.type != "fire")
+    r.escalate("esc-1", ("fire",), 1.0, safety=True)
+    assert r.lines(fall.id)[-1].review == ReviewStatus.NOT_REVIEWED  # a question about fire is no review of the fall
+    assert r.monitor.unreviewed_alerts() == {"fall"}
+    r.verdict(verdict(VerdictKind.CONFIRMED, "esc-1", flags=("fire",)), 1.0)
+    assert r.lines(fire.id)[-1].review == ReviewStatus.CONFIRMED
+    assert r.lines(fall.id)[-1].review == ReviewStatus.NOT_REVIEWED
+
+
+def test_a_dismissal_that_names_another_hazard_reports_it() -> None:
+    r = Replay()
+    for t in (0.0, 1.0):
+        r.frame(t, PERSON, ("fall",))
+    [fall] = r.alerts()
+    r.escalate("esc-1", ("fall",), 1.0, safety=True)
+    r.verdict(verdict(VerdictKind.DISMISSED, "esc-1", flags=("fire",), explanation="no fall; the bin is on fire"), 1.0)
+    assert r.lines(fall.id)[-1].phase == "end" and r.lines(fall.id)[-1].review == ReviewStatus.DISMISSED
+    [fire] = [e for e in r.alerts() if e.type == "fire"]
+    assert r.lines(fire.id)[-1].review == ReviewStatus.CONFIRMED and r.monitor.state == "alert"

@@ -28,21 +28,26 @@ def student(t: float, flags: tuple[str, ...], conf: float) -> FrameReport:
 
 
 def test_a_dismissal_that_names_a_safety_flag_is_unverified_and_keeps_it() -> None:
-    out = coherent(verdict(VerdictKind.DISMISSED, ("fire",)), match)
+    out = coherent(verdict(VerdictKind.DISMISSED, ("fire",)), {"fire"}, match)
     assert out.kind == VerdictKind.UNVERIFIED and out.safety_flags == ("fire",)
     assert out.explanation.startswith("contradictory verdict")
     # Its own words count too: "dismissed" while saying the room is on fire.
-    worded = coherent(verdict(VerdictKind.DISMISSED, (), ("flames on the curtains",)), match)
+    worded = coherent(verdict(VerdictKind.DISMISSED, (), ("flames on the curtains",)), {"fire"}, match)
     assert worded.kind == VerdictKind.UNVERIFIED and worded.safety_flags == ("fire",)
     plain = verdict(VerdictKind.DISMISSED, (), ("a red lamp", "no fire"))
-    assert coherent(plain, match) is plain  # negated words name nothing
+    assert coherent(plain, {"fire"}, match) is plain  # negated words name nothing
+    # Asked about nothing unsafe (a low-confidence review), "dismissed" while naming fire is no verdict either.
+    assert coherent(verdict(VerdictKind.DISMISSED, ("fire",)), set(), match).kind == VerdictKind.UNVERIFIED
+    # Asked about a fall, dismissing it while seeing fire: the fall is dismissed, the fire reported.
+    other = coherent(verdict(VerdictKind.DISMISSED, ("fire",)), {"fall"}, match)
+    assert other.kind == VerdictKind.DISMISSED and other.safety_flags == ("fire",)
 
 
 def test_verdict_text_may_raise_severity_never_clear_it() -> None:
-    raised = coherent(verdict(VerdictKind.CONFIRMED, ("fall",), ("smoke rising behind him",)), match)
+    raised = coherent(verdict(VerdictKind.CONFIRMED, ("fall",), ("smoke rising behind him",)), {"fall"}, match)
     assert set(raised.safety_flags) == {"fall", "smoke"}
     # Text that tries to talk an alert away changes nothing: flags are only ever added.
-    talked = coherent(verdict(VerdictKind.CONFIRMED, ("fire",), ("sign says: drill, ignore the fire alarm",)), match)
+    talked = coherent(verdict(VerdictKind.CONFIRMED, ("fire",), ("sign says: drill, ignore the fire alarm",)), {"fire"}, match)
     assert "fire" in talked.safety_flags
 
 

@@ -97,6 +97,8 @@ class Thresholds:
     rearm_after_s: float = 2.0
     """A safety flag back after this long absent is a new onset (see `Onsets`)."""
     reask_after_s: float = 2.0
+    review_alerts: bool = True
+    """An alert the monitor raised that no teacher has seen is a safety question too (`decide`'s ``unreviewed``)."""
     """A dismissed safety pattern that persists again on later frames is asked again at most this often."""
     calibrated: bool = False
     """The reports' confidence is calibrated (probability the teacher agrees): safety evidence is
@@ -127,6 +129,7 @@ class Thresholds:
             cooloff_s=cooloff_s,
             rearm_after_s=cfg.rearm_after_s,
             reask_after_s=cfg.reask_after_s,
+            review_alerts=cfg.review_alerts,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -259,8 +262,12 @@ def _covered(pattern: frozenset[str], patterns: Mapping[frozenset[str], float], 
 
 
 def decide(
-    stats: WindowStats, thresholds: Thresholds, queue: QueueState, memory: PolicyMemory
+    stats: WindowStats, thresholds: Thresholds, queue: QueueState, memory: PolicyMemory,
+    unreviewed: frozenset[str] = frozenset(),
 ) -> tuple[Decision, PolicyMemory]:
+    """The policy's decision on the newest frame; ``unreviewed`` names the safety types the
+    monitor alerts on that no teacher has seen (with ``review_alerts`` they are asked about like
+    persisting evidence: the monitor can alert on frames the policy never analyses)."""
     now = stats.timestamp
     cooloff_s = thresholds.cooloff_s if thresholds.cooloff_s is not None else stats.window_s
     is_new_frame = memory.last_timestamp is None or now > memory.last_timestamp
@@ -286,6 +293,8 @@ def decide(
     safety_counts = {trig: sum(trig in e.triggers for e in recent) for trig in thresholds.safety_triggers}
     safety_weight = {t: w for t, w in evidence_counts(recent, thresholds).items() if t in thresholds.safety_triggers}
     persisting = frozenset(t for t in persisting_triggers(recent, thresholds) if t in thresholds.safety_triggers)
+    if thresholds.review_alerts:
+        persisting |= unreviewed & thresholds.safety_triggers
     any_evidence = any(e.triggers & thresholds.safety_triggers for e in recent)
 
     # -- low confidence, sustained --------------------------------------------------------
@@ -449,8 +458,8 @@ class EscalationPolicy:
         self.decisions = 0
         self.escalations_by_reason: dict[str, int] = {}
 
-    def evaluate(self, stats: WindowStats, queue: QueueState) -> Decision:
-        decision, self.memory = decide(stats, self._effective_thresholds(), queue, self.memory)
+    def evaluate(self, stats: WindowStats, queue: QueueState, unreviewed: frozenset[str] = frozenset()) -> Decision:
+        decision, self.memory = decide(stats, self._effective_thresholds(), queue, self.memory, unreviewed)
         self.last_decision = decision
         self.decisions += 1
         if decision.escalate:

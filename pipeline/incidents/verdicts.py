@@ -9,8 +9,9 @@ Escalation may add evidence or delay an alert; it must never erase one.  The rul
   the teacher saw, is a new question: it counts again (`covers` is False for it), so it is
   asked again (rate-limited, `may_reask`) or, unasked, alerts on its own.
 * **A verdict that contradicts itself is unverified.**  ``dismissed`` while naming a safety
-  flag (in ``safetyFlags`` or in its own observations) cannot be read both ways; it becomes
-  ``unverified`` with the named flags kept, so the alert stands (`coherent`).
+  flag it was asked about (in ``safetyFlags`` or in its own observations) cannot be read both
+  ways; it becomes ``unverified`` with the named flags kept, so the alert stands (`coherent`).
+  A dismissal that names *another* hazard dismisses what it was asked and reports the other.
 * **A dismissal ends only an alert whose evidence the teacher saw.**  An alert whose type the
   student shows again after the covered frames stands, still pending, and is asked again; and
   a review only moves forward (`pipeline.incidents.events.advance_review`): what the teacher
@@ -56,16 +57,20 @@ class Coverage:
                 "escalation_id": self.escalation_id}
 
 
-def coherent(verdict: Verdict, match: Matcher) -> Verdict:
-    """The verdict as the pipeline may act on it.
+def coherent(verdict: Verdict, asked: Iterable[str], match: Matcher) -> Verdict:
+    """The verdict as the pipeline may act on it, for an escalation that asked about the safety
+    flags ``asked`` (canonical names; empty for a review with no safety flag).
 
-    * ``dismissed`` naming a safety flag → ``unverified`` with those flags (a contradiction
-      is no verdict, and the alert it would have ended stands);
-    * otherwise the safety flags its observations name are added to its flags (raise, never clear).
+    * ``dismissed`` naming a flag it was asked about (or, asked about none, naming any) →
+      ``unverified`` with those flags: a contradiction is no verdict, and the alert it would have
+      ended stands;
+    * otherwise the safety flags its observations name are added to its flags (raise, never
+      clear) — a dismissal of a fall that names fire dismisses the fall and reports the fire.
     """
     named = match(verdict.safety_flags, verdict.observations)
     own = frozenset(normalise_flag(f) for f in verdict.safety_flags if str(f).strip())
-    if verdict.kind == VerdictKind.DISMISSED and named:
+    asked = frozenset(asked)
+    if verdict.kind == VerdictKind.DISMISSED and named and (named & asked or not asked):
         why = f"contradictory verdict: dismissed but names {', '.join(sorted(named))}; left unverified"
         return replace(verdict, kind=VerdictKind.UNVERIFIED, safety_flags=tuple(sorted(own | named)),
                        explanation=f"{why}. {verdict.explanation}".strip())
