@@ -412,13 +412,16 @@ class CameraPipeline:
                     # The policy reads its thresholds on the scale the reports are now on (docs/LEARNING.md).
                     self.policy.confidence_calibrated = True
             stats = self.window.add(report, item)
+            # Alerts left unreviewed since an earlier frame (raised over gate-skipped frames, or on
+            # one frame the gate backed) go to the teacher with this one.
+            unreviewed = self.monitor.unreviewed_alerts()
             # The frame's event lines wait for the policy: an alert it sends to the teacher on this
             # frame is written once, pending_review from its first line (`MonitorOutput.then`).
             frame_out = self.monitor.update(stats)
             self._apply(MonitorOutput(frame_out.transitions))
             queue_state = self.queue.state()
             self._adapt(report, item, queue_state)
-            decision = self.policy.evaluate(stats, queue_state, self.monitor.unreviewed_alerts())
+            decision = self.policy.evaluate(stats, queue_state, unreviewed & self.monitor.unreviewed_alerts())
             self.outputs.decision(FrameDecision(
                 camera=self.camera, t=round(report.timestamp, 3), frame=report.frame_index, escalate=decision.escalate,
                 reason=decision.reason, priority=decision.priority.name if decision.priority is not None else None,

@@ -199,9 +199,9 @@ def _cut_window_and_monitor():  # noqa: ANN202
     monitor = CameraMonitor("c", StatesConfig(), safety_triggers=rule.safety_triggers, thresholds=FixedThresholds(rule))
     policy = EscalationPolicy(rule)
 
-    def step(t: float, flags: tuple[str, ...], gate_kind: str | None):  # noqa: ANN202
+    def step(t: float, flags: tuple[str, ...], gate_kind: str | None, reason: GateReason = GateReason.GLOBAL_CHANGE):  # noqa: ANN202
         frame = Frame(source_id="c", index=int(t * 10), timestamp=t, image=None)  # type: ignore[arg-type]
-        gate = (GateDecision(True, GateReason.GLOBAL_CHANGE, 80.0, 0.9, global_kind=gate_kind) if gate_kind
+        gate = (GateDecision(True, reason, 80.0, 0.9, global_kind=gate_kind) if gate_kind
                 else GateDecision(True, GateReason.CHANGE, 10.0))
         item = EncodedFrame(frame=frame, jpeg=b"", b64="", width=1, height=1, gate=gate)
         stats = window.add(student(t, flags, 0.9), item)
@@ -228,3 +228,11 @@ def test_a_tamper_flag_without_the_gate_or_the_gate_without_a_flag_waits_for_k_o
     assert not [e for e in out.events if e.severity == "alert"]
     out, _ = step(1.0, (), "tamper")
     assert not [e for e in out.events if e.severity == "alert"]
+
+
+def test_a_first_frame_the_gate_reads_as_blank_backs_a_tamper_flag() -> None:
+    from pipeline.records import GateReason
+
+    step = _cut_window_and_monitor()
+    out, _ = step(0.0, ("tamper",), "tamper", GateReason.FIRST)  # a clip that starts covered: no earlier view
+    assert [e.type for e in out.events if e.severity == "alert" and e.phase == "new"] == ["tamper"]
