@@ -21,9 +21,10 @@ level 3 also low confidence.  Safety is never deferred.
 A pattern (set of flags) once escalated is not sent again within the cool-off (``cooloff_s``,
 default the window length) unless a new flag joins it.  A teacher's dismissal of a safety
 pattern covers the frames it saw (`cover`, `pipeline.incidents.verdicts`): those frames no
-longer count towards k, while frames after its last keyframe (or stronger) do, and a pattern
-that persists again on them is asked again, at most every ``reask_after_s`` (``reask_wait``
-until then: the monitor's own alert stands meanwhile).  A dismissal suppresses the *other*
+longer count towards k, while frames after its last keyframe (or stronger) do; a dismissed type
+the student reports again on such a frame is a new question, asked again at most every
+``reask_after_s`` (``reask_wait`` until then: the monitor's own alert, if the evidence persists,
+stands meanwhile).  A dismissal suppresses the *other*
 signals (low confidence, flips) of that pattern until `suppress`'s expiry; never safety.
 
 **Calibrated confidence** (``Thresholds.calibrated``: the reports' confidence is the
@@ -295,6 +296,10 @@ def decide(
     persisting = frozenset(t for t in persisting_triggers(recent, thresholds) if t in thresholds.safety_triggers)
     if thresholds.review_alerts:
         persisting |= unreviewed & thresholds.safety_triggers
+    # A type the teacher dismissed that the student reports again on a frame after what the
+    # teacher saw is a new question: asked (at most every reask_after_s) before it persists again.
+    dismissed_before = frozenset().union(*(c.flags for c in memory.coverages)) if memory.coverages else frozenset()
+    persisting |= frozenset(t for t in dismissed_before & thresholds.safety_triggers if any(t in e.triggers for e in recent))
     any_evidence = any(e.triggers & thresholds.safety_triggers for e in recent)
 
     # -- low confidence, sustained --------------------------------------------------------
@@ -355,7 +360,6 @@ def decide(
 
     chosen: tuple[str, frozenset[str], str] | None = None
     blocked: list[tuple[str, str]] = []
-    dismissed_before = frozenset().union(*(c.flags for c in memory.coverages)) if memory.coverages else frozenset()
     for signal, flags, reason in candidates:
         if signal not in ("audit", "safety") and _covered(flags, memory.suppressed, now):
             blocked.append((signal, "suppressed"))
