@@ -240,11 +240,18 @@ class ClipScore:
     true_detections: int = 0
     frames: int = 0
     frames_correct: int = 0
-    alert_delays: list[float] = field(default_factory=list)
-    found_safety: set[int] = field(default_factory=set)
-    """Indexes (into the clip's events) of safety events found."""
+    safety_delays: dict[int, float] = field(default_factory=dict)
+    """Safety events found: index into the clip's events → time to alert (s)."""
     by_type: dict[str, list[int]] = field(default_factory=dict)
     """Type → [labelled events, found, counted detections, detections overlapping a labelled event of the type]."""
+
+    @property
+    def found_safety(self) -> set[int]:
+        return set(self.safety_delays)
+
+    @property
+    def alert_delays(self) -> list[float]:
+        return list(self.safety_delays.values())
 
 
 def score_clip(clip: ClipLabels, detections: Sequence[Detection], grid: Sequence[float], tolerance_s: float) -> ClipScore:
@@ -257,8 +264,7 @@ def score_clip(clip: ClipLabels, detections: Sequence[Detection], grid: Sequence
             s.safety_events += 1
             if i in m.found:
                 s.safety_found += 1
-                s.found_safety.add(i)
-                s.alert_delays.append(max(0.0, m.found[i].start - ev.start))
+                s.safety_delays[i] = max(0.0, m.found[i].start - ev.start)
     s.detections = m.counted
     s.true_detections = len(m.true_detections)
     for i, ev in enumerate(clip.events):
@@ -566,8 +572,9 @@ def aggregate(records: Sequence[RunRecord], seeds: Sequence[int]) -> dict[str, d
                 per_seed.setdefault(k, []).append(v)
         policy = next(r.policy for r in records if r.variant == name)
         setting = name.split("@", 1)[1] if "@" in name else "default"
+        delays = {f"{r.clip}|{r.seed}|{i}": d for r in records if r.variant == name for i, d in r.score.safety_delays.items()}
         out[name] = {"policy": policy, "setting": setting, **{k: spread(v) for k, v in per_seed.items()},
-                     "safety_found_by_seed": per_seed.get("safety_found", [])}
+                     "safety_found_by_seed": per_seed.get("safety_found", []), "alert_delays": delays}
     return out
 
 
@@ -622,14 +629,27 @@ def _mean(agg: dict[str, dict[str, Any]], name: str, key: str) -> float | None:
     return None if not isinstance(cell, dict) else cell.get("mean")
 
 
+def paired_time_to_alert(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float] | None:
+    """Mean time to alert of ``a`` and of ``b`` over the safety events both found (same clip, seed
+    and event), or None when they share none.  Each policy's own mean is over the events *it*
+    found, so a policy that also finds the hard, late ones would look slower than one that
+    misses them: alerting "no later" is judged on the same events."""
+    da, db = a.get("alert_delays") or {}, b.get("alert_delays") or {}
+    common = da.keys() & db.keys()
+    if not common:
+        return None
+    return statistics.fmean(da[k] for k in common), statistics.fmean(db[k] for k in common)
+
+
 def dominated(point: dict[str, Any], by: dict[str, Any]) -> bool:
-    """``by`` costs no more model-seconds, scores no lower event F1 and alerts no later."""
+    """``by`` costs no more model-seconds, scores no lower event F1 and alerts no later (on the
+    safety events both found, `paired_time_to_alert`)."""
     m = lambda v, k: v.get(k, {}).get("mean")  # noqa: E731
-    cost, f1, tta = m(point, "model_seconds"), m(point, "event_f1"), m(point, "time_to_alert_s")
-    bcost, bf1, btta = m(by, "model_seconds"), m(by, "event_f1"), m(by, "time_to_alert_s")
+    cost, f1, bcost, bf1 = m(point, "model_seconds"), m(point, "event_f1"), m(by, "model_seconds"), m(by, "event_f1")
     if None in (cost, f1, bcost, bf1):
         return False
-    later = tta is not None and btta is not None and btta > tta + 1e-9
+    paired = paired_time_to_alert(point, by)
+    later = paired is not None and paired[1] > paired[0] + 1e-9
     return bcost <= cost + 1e-9 and bf1 >= f1 - 1e-9 and not later
 
 
