@@ -96,7 +96,6 @@ class _Pending:
     reason: str
     flags: frozenset[str]
     safety: bool
-    at: float
 
     @property
     def why(self) -> str:
@@ -108,9 +107,8 @@ class _VerdictContext:
     """A verdict as the monitor reads it."""
 
     verdict: Verdict
-    resolved: tuple[_Pending, ...]
-    """The escalations it resolves (its own and the incident's others still waiting)."""
     escalation_ids: frozenset[str]
+    """The escalations it resolves (its own and the incident's others still waiting)."""
     teacher_flags: frozenset[str]
     alert_types: tuple[str, ...]
     """Safety types to alert on: the escalation's and the teacher's (less those already reported)."""
@@ -242,7 +240,7 @@ class CameraMonitor:
             return MonitorOutput()
         t = self._advance(timestamp)
         norm = frozenset(f for f in (normalise_flag(x) for x in flags) if f)
-        pending = _Pending(escalation_id, incident_id, reason, norm, bool(safety), t)
+        pending = _Pending(escalation_id, incident_id, reason, norm, bool(safety))
         self._pending[escalation_id] = pending
         while len(self._pending) > MAX_PENDING:
             self._pending.pop(next(iter(self._pending)))
@@ -289,7 +287,7 @@ class CameraMonitor:
         types = tuple(sorted((escalated_types | self._triggers_in(teacher_flags)) - repeated))
         why = (f"teacher {verdict.kind.value} {verdict.escalation_id} "
                f"({', '.join(types) or 'no safety flag'}; {verdict.backend} {verdict.model})")
-        ctx = _VerdictContext(verdict, resolved, ids, teacher_flags, types, why)
+        ctx = _VerdictContext(verdict, ids, teacher_flags, types, why)
         if verdict.kind == VerdictKind.DISMISSED:
             self._dismiss(t, ctx, coverage or Coverage(flags=escalated_types, until=t, strength=1.0,
                                                        escalation_id=verdict.escalation_id))
