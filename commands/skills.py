@@ -27,12 +27,8 @@ from tools.skills import (
     synthesize,
     write_json,
 )
-from tools.validation_suite import (
-    ValidationSuite,
-    decision_log_cases,
-    failure_cases,
-    fixture_suite,
-)
+from tools.validation_suite import ValidationSuite, fixture_suite
+from tools.reviewed_cases import decision_log_cases, failure_cases
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -41,11 +41,11 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.config import CaptureConfig, EncodeConfig
+from pipeline.config import EncodeConfig
 from pipeline.frames.encode import encode_frame
 from pipeline.errors import EdgewatchError
 from pipeline.incidents.evidence import match_safety
-from pipeline.records import SAFETY_FLAGS, EncodedFrame, Frame, FrameReport, GateDecision, GateReason, normalise_flag
+from pipeline.records import SAFETY_FLAGS, EncodedFrame, Frame, FrameReport, GateDecision, GateReason
 
 log = logging.getLogger("edgewatch.validation")
 
@@ -126,7 +126,7 @@ _LAMP = ("lamp", "light", "glow", "glowing", "lit", "lampshade", "shade")
 _MOVING = ("walking", "standing", "moving", "walks", "stands", "crossing", "upright")
 
 
-def _encode(image: np.ndarray, camera: str, index: int, t: float, cfg: EncodeConfig) -> EncodedFrame:
+def encode_case_frame(image: np.ndarray, camera: str, index: int, t: float, cfg: EncodeConfig) -> EncodedFrame:
     frame = Frame(camera, index, t, image)
     return encode_frame(frame, GateDecision(True, GateReason.FIRST, 0.0), cfg)
 
@@ -141,7 +141,7 @@ def fixture_cases(size: tuple[int, int] = (320, 180), encode_cfg: EncodeConfig |
 
     def case(case_id: str, scene: Scene, times: Sequence[float], facts: Sequence[ExpectedFact], flags: Iterable[str],
              weight: float, split: Split, note: str) -> ValidationCase:
-        frames = tuple(_encode(render_frame(scene, t), f"suite-{case_id}", i, t, cfg) for i, t in enumerate(times))
+        frames = tuple(encode_case_frame(render_frame(scene, t), f"suite-{case_id}", i, t, cfg) for i, t in enumerate(times))
         return ValidationCase(case_id, frames, tuple(facts), frozenset(flags), weight, split, "fixture", note)
 
     empty = ExpectedFact("empty room, nobody present", _EMPTY)
@@ -188,155 +188,14 @@ def fixture_suite(size: tuple[int, int] = (320, 180)) -> ValidationSuite:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ReviewedSequence:
-    """A sequence the teacher ruled on, joined with what the student said about its keyframes."""
-
-    escalation_id: str
-    camera: str
-    reason: str
-    keyframe_times: tuple[float, ...]
-    verdict: str
-    teacher_flags: frozenset[str]
-    teacher_observations: tuple[str, ...]
-    student_flags: frozenset[str]
-    student_observations: tuple[str, ...]
-
-    @property
-    def missed(self) -> frozenset[str]:
-        """Flags the teacher saw that the student did not raise (or speak of)."""
-        return self.teacher_flags - self.student_flags if self.verdict == "confirmed" else frozenset()
-
-    @property
-    def false_alarms(self) -> frozenset[str]:
-        """Flags the student raised on a sequence the teacher dismissed."""
-        return self.student_flags - self.teacher_flags if self.verdict == "dismissed" else frozenset()
-
-    def failure_text(self) -> str | None:
-        """One line for the teacher's synthesis prompt, or None when the student was right."""
-        said = "; ".join(self.student_observations[:4]) or "nothing"
-        saw = "; ".join(self.teacher_observations[:4]) or "nothing"
-        if self.missed:
-            return (f"missed {', '.join(sorted(self.missed))} at t={self.keyframe_times[-1]:.1f}s: "
-                    f"the student said '{said}', the reviewer saw '{saw}'")
-        if self.false_alarms:
-            return (f"false alarm {', '.join(sorted(self.false_alarms))} at t={self.keyframe_times[-1]:.1f}s: "
-                    f"the student said '{said}', the reviewer dismissed it ('{saw}')")
-        return None
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise SuiteError(f"decision log not found: {path}")
-    rows: list[dict[str, Any]] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SuiteError(f"cannot read decision log {path}: {exc}") from None
-    bad = 0
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    if bad:
-        log.warning("decision log %s: skipped %d lines that are not JSON", path, bad)
-    return rows
 
 
-def reviewed_sequences(decision_log: Path) -> tuple[ReviewedSequence, ...]:
-    """Every confirmed or dismissed teacher verdict in a run's ``decisions.jsonl``, with the student's side."""
-    rows = _read_jsonl(Path(decision_log))
-    escalations = {r.get("id"): r for r in rows if r.get("kind") == "escalation"}
-    student_at: dict[tuple[str, float], dict[str, Any]] = {}
-    for r in rows:
-        if r.get("kind") == "decision" and isinstance(r.get("student"), dict):
-            student_at[(str(r.get("camera")), round(float(r.get("t", 0.0)), 3))] = r["student"]
-    out: list[ReviewedSequence] = []
-    for r in rows:
-        if r.get("kind") != "verdict" or r.get("verdict") not in ("confirmed", "dismissed"):
-            continue
-        esc = escalations.get(r.get("escalation_id"))
-        if esc is None:
-            continue
-        camera = str(r.get("camera", esc.get("camera", "")))
-        times = tuple(float(t) for t in esc.get("keyframes") or [] if isinstance(t, (int, float)))
-        if not times:
-            continue
-        s_flags: set[str] = set()
-        s_obs: list[str] = []
-        for t in times:
-            said = student_at.get((camera, round(t, 3)))
-            if said is None:
-                continue
-            obs = [str(o) for o in said.get("observations") or []]
-            s_obs.extend(o for o in obs if o not in s_obs)
-            s_flags |= match_safety(said.get("safetyFlags") or [], obs, SAFETY_FLAGS)
-        t_obs = tuple(str(o) for o in r.get("observations") or [])
-        out.append(ReviewedSequence(
-            escalation_id=str(r.get("escalation_id")),
-            camera=camera,
-            reason=str(esc.get("reason", "")),
-            keyframe_times=times,
-            verdict=str(r["verdict"]),
-            teacher_flags=frozenset(normalise_flag(f) for f in r.get("safetyFlags") or [] if normalise_flag(f) in SAFETY_FLAGS),
-            teacher_observations=t_obs,
-            student_flags=frozenset(s_flags),
-            student_observations=tuple(s_obs),
-        ))
-    return tuple(out)
 
 
-def failure_cases(decision_log: Path, limit: int = 20) -> list[str]:
-    """One line per student miss or false alarm the teacher corrected (most recent last, at most ``limit``)."""
-    lines = [text for seq in reviewed_sequences(decision_log) if (text := seq.failure_text()) is not None]
-    return lines[-limit:]
 
 
-def decision_log_cases(decision_log: Path, source: str, *, heldout_every: int = 3,
-                       encode_cfg: EncodeConfig | None = None) -> tuple[ValidationCase, ...]:
-    """Teacher-reviewed sequences as cases: the keyframes re-read from ``source`` (the run's video).
-
-    The teacher's flags are the expected flags and its observations the expected facts; a
-    deterministic share (every ``heldout_every``-th by escalation id hash) goes to held-out."""
-    from pipeline.sources.capture import open_source
-    from pipeline.clock import SystemClock
-
-    sequences = reviewed_sequences(Path(decision_log))
-    if not sequences:
-        return ()
-    wanted = {round(t, 2) for seq in sequences for t in seq.keyframe_times}
-    found: dict[float, np.ndarray] = {}
-    cfg = encode_cfg or EncodeConfig()
-    with open_source(source, camera_id="suite", cfg=CaptureConfig(), clock=SystemClock()) as src:
-        for frame in src.frames():
-            key = round(frame.timestamp, 2)
-            if key in wanted and key not in found:
-                found[key] = frame.image
-            if len(found) == len(wanted):
-                break
-    cases: list[ValidationCase] = []
-    for seq in sequences:
-        images = [(t, found.get(round(t, 2))) for t in seq.keyframe_times]
-        if any(img is None for _, img in images):
-            log.warning("decision-log case %s: keyframes not found in %s; skipped", seq.escalation_id, source)
-            continue
-        frames = tuple(_encode(img, seq.camera, i, t, cfg) for i, (t, img) in enumerate(images) if img is not None)
-        facts = tuple(ExpectedFact(o, tuple(w for w in re.findall(r"[a-z]+", o.lower()) if len(w) > 3)[:6] or (o.lower(),))
-                      for o in seq.teacher_observations[:4])
-        bucket = int(hashlib.sha256(seq.escalation_id.encode()).hexdigest(), 16) % max(1, heldout_every)
-        weight = SAFETY_WEIGHT if seq.teacher_flags else DECOY_WEIGHT if seq.false_alarms else PLAIN_WEIGHT
-        cases.append(ValidationCase(
-            id=f"log-{seq.escalation_id}", frames=frames, facts=facts, flags=seq.teacher_flags, weight=weight,
-            split="heldout" if bucket == 0 else "train", source="decision_log",
-            note=f"{seq.reason}: teacher {seq.verdict}",
-        ))
-    return tuple(cases)
 
 
 # --------------------------------------------------------------------------------------

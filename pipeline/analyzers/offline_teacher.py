@@ -28,7 +28,8 @@ from pipeline.analyzers.offline_vision import Blob, point_in_polygon
 from pipeline.analyzers.offline_zones import ZoneBook
 from pipeline.clock import Clock
 from pipeline.config import OfflineConfig, Zone
-from pipeline.records import MODEL_ERROR_FLAG, Escalation, TeacherAnswer, Verdict, normalise_flag
+from pipeline.incidents.evidence import match_safety
+from pipeline.records import MODEL_ERROR_FLAG, SAFETY_FLAGS, Escalation, TeacherAnswer, Verdict, normalise_flag
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,9 @@ class OfflineTeacher:
             if flags:
                 lead += f" The teacher sees {', '.join(flags)} that the student did not flag."
         explanation = (lead + " " + evidence).strip()[:2000]
+        # An observation that names a hazard is a claim (the pipeline reads hazard words in a verdict's
+        # observations as flags): keep only those the verdict asserts; the rest is in the explanation.
+        observations = [o for o in observations if not (match_safety((), (o,), SAFETY_FLAGS) - set(flags))] or ["no activity"]
         return TeacherAnswer(verdict=verdict, observations=observations, safetyFlags=flags[:10],
                              confidence=float(np.clip(confidence, 0.0, 1.0)), explanation=explanation), evidence
 
@@ -318,8 +322,9 @@ def _smoke(frames: list[Keyframe], motions: list[PairMotion], ev: _Evidence) -> 
     note = (f"Smoke: a veiled (detail lost), grey region in {len(present)} of {len(areas)} later keyframes"
             + (f", from {present[0]:.3f} to {present[-1]:.3f} of the frame" if present else "")
             + (f", flow in it {float(np.median(rising)):+.2f} px (negative = rising)" if rising else "") + ".")
-    if len(present) >= 2 and (grows or up):
-        ev.hold("smoke", 0.8 if (grows and up) else 0.7, "smoke spreading", note)
+    # Smoke rises: a veiled grey patch that does not drift upward is haze, a shadow or a soft lens.
+    if len(present) >= 2 and up:
+        ev.hold("smoke", 0.8 if grows else 0.7, "smoke rising", note)
     elif not present:
         ev.contradict("smoke", None, note)
     else:
