@@ -192,14 +192,18 @@ def test_evaluate_command_errors_are_one_line(tmp_path: Path, args: list[str], n
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_weighted_event_f1_weighs_safety_three_times_and_phantom_types_score_zero() -> None:
-    from tools.evaluation import ClipScore, RunRecord, weighted_event_f1
+def test_event_f1_weighs_safety_events_and_alerts_three_times() -> None:
+    from tools.evaluation import ClipScore, RunRecord, per_type_event_f1, weighted_event_f1
 
     score = ClipScore()
     score.by_type = {"fire": [2, 2, 2, 2], "person": [4, 2, 2, 2], "fall": [0, 0, 3, 0]}
     record = RunRecord("ours", "ours", "c", 0, score, 0, 0, 0, 0, 0, 0.0, 0.0, 0, "")
-    # fire F1 1.0 (weight 3), person F1 2/3 (weight 1), fall phantom F1 0 (weight 3).
-    assert weighted_event_f1([record]) == pytest.approx((3 * 1.0 + 1 * (2 / 3) + 0.0) / 7)
+    # Weighted events: fire 3x2 found of 3x2, person 2 of 4 -> recall 8/10; weighted detections:
+    # fire 6 true of 6, person 2 of 2, three phantom falls 0 of 9 -> precision 8/17.
+    recall, precision = 8 / 10, 8 / 17
+    assert weighted_event_f1([record]) == pytest.approx(2 * recall * precision / (recall + precision))
+    # The per-type mean (report.json only): fire F1 1.0 (weight 3), person 2/3 (1), phantom fall 0 (3).
+    assert per_type_event_f1([record]) == pytest.approx((3 * 1.0 + 1 * (2 / 3) + 0.0) / 7)
 
 
 def test_cost_model_charges_calls_images_and_tokens() -> None:

@@ -503,6 +503,7 @@ def pooled_metrics(records: Sequence[RunRecord], teacher_only: Sequence[RunRecor
             missed += len(t.score.found_safety - r.score.found_safety)
     return {
         "event_f1": weighted_event_f1(records),
+        "event_f1_per_type": per_type_event_f1(records),
         "event_recall": _ratio(sum(r.score.found for r in records), ev),
         "precision": _ratio(sum(r.score.true_detections for r in records), sum(r.score.detections for r in records)),
         "safety_recall": _ratio(sum(r.score.safety_found for r in records), sum(r.score.safety_events for r in records)),
@@ -521,28 +522,48 @@ def pooled_metrics(records: Sequence[RunRecord], teacher_only: Sequence[RunRecor
     }
 
 
-#: Weight of a safety type in the per-type event F1 (person/vehicle weigh 1).
+#: Weight of a safety event, and of a safety detection, in the event F1 (person/vehicle weigh 1).
 SAFETY_F1_WEIGHT = 3.0
 
 
-def weighted_event_f1(records: Sequence[RunRecord]) -> float:
-    """Per-type event F1 pooled over clips, averaged over types with safety types weighted
-    `SAFETY_F1_WEIGHT`: recall = labelled events found, precision = counted detections that overlap
-    a labelled event of their type.  A type only ever detected (a phantom) scores 0."""
+def _type_rows(records: Sequence[RunRecord]) -> dict[str, list[int]]:
+    """Type → [labelled events, found, counted detections, true detections], pooled over clips."""
     rows: dict[str, list[int]] = {}
     for r in records:
         for t, counts in r.score.by_type.items():
             acc = rows.setdefault(t, [0, 0, 0, 0])
             for i, c in enumerate(counts):
                 acc[i] += c
+    return rows
+
+
+def _f1(recall: float, precision: float) -> float:
+    return 2 * recall * precision / (recall + precision) if recall + precision else 0.0
+
+
+def weighted_event_f1(records: Sequence[RunRecord]) -> float:
+    """Event F1 with every safety event and every safety detection weighing `SAFETY_F1_WEIGHT`:
+    recall = weighted share of labelled events found (matched by type), precision = weighted share
+    of counted detections that overlap a labelled event of their type.  A false alert of a type no
+    clip has (a phantom) weighs like any other false safety alert."""
+    w = lambda t: SAFETY_F1_WEIGHT if is_safety_type(t) else 1.0  # noqa: E731
+    rows = _type_rows(records).items()
+    events, found = sum(w(t) * c[0] for t, c in rows), sum(w(t) * c[1] for t, c in rows)
+    dets, true = sum(w(t) * c[2] for t, c in rows), sum(w(t) * c[3] for t, c in rows)
+    if not events and not dets:
+        return float("nan")
+    return _f1(found / events if events else 0.0, true / dets if dets else 0.0)
+
+
+def per_type_event_f1(records: Sequence[RunRecord]) -> float:
+    """The per-type F1 averaged over types (safety types weighted `SAFETY_F1_WEIGHT`), a type only
+    ever detected scoring 0 — kept in report.json for comparison: one phantom alert of a type
+    adds a whole zero-F1 type to that seed, so it swings by ~15 points from seed to seed."""
     total_w, total = 0.0, 0.0
-    for t, (events, found, dets, true) in rows.items():
-        recall = found / events if events else 0.0
-        precision = true / dets if dets else 0.0
-        f1 = 2 * recall * precision / (recall + precision) if recall + precision else 0.0
-        w = SAFETY_F1_WEIGHT if is_safety_type(t) else 1.0
-        total_w += w
-        total += w * f1
+    for t, (events, found, dets, true) in _type_rows(records).items():
+        weight = SAFETY_F1_WEIGHT if is_safety_type(t) else 1.0
+        total_w += weight
+        total += weight * _f1(found / events if events else 0.0, true / dets if dets else 0.0)
     return total / total_w if total_w else float("nan")
 
 
