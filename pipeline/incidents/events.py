@@ -154,8 +154,7 @@ class EventBook:
             return
         if ev.type == "motion" and kind != "motion":
             self.end_activity(t, f"activity is a {kind}")
-            self.open_activity(kind, t, t, ev.flags | flags, confidence, f"activity is a {kind} (was {ev.id})",
-                               previous_id=ev.id)
+            self.open_activity(kind, t, t, flags, confidence, f"activity is a {kind} (was {ev.id})", previous_id=ev.id)
             return
         ev.peak_confidence = max(ev.peak_confidence, confidence)
         ev.last_seen = t
