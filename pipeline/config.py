@@ -148,6 +148,12 @@ class OfflineConfig(_Section):
     min_blob_area: float = Field(0.002, ge=0.0, le=0.5, description="Moving blobs smaller than this share of the frame are noise.")
 
 
+class MotionConfig(_Section):
+    enabled: bool = Field(True, description="Watch decoded frames between samples with a cheap dense motion observer (background subtraction and tracking on small grey frames) whose findings (a fall's speed) travel with the frames the student sees.")
+    fps: float = Field(12.5, gt=0, le=60, description="The observer looks at most this many frames per second of source time.")
+    width: int = Field(192, ge=64, le=640, description="Width of the grey copy the observer works on (height keeps the aspect).")
+
+
 class OutputConfig(_Section):
     out_dir: Path = Field(Path("./edgewatch-out"), description="Folder for events.jsonl, decisions.jsonl, snapshots and summary.json.")
     snapshots: bool = Field(True, description="Save a JPEG snapshot for each alert.")
@@ -387,6 +393,7 @@ class Settings(_Section):
     states: StatesConfig = Field(default_factory=StatesConfig)
     zones: list[Zone] = Field(default_factory=list, description="Polygons where a person is an intrusion.")
     offline: OfflineConfig = Field(default_factory=OfflineConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     cost: CostConfig = Field(default_factory=CostConfig)

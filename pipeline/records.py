@@ -107,6 +107,88 @@ class TeacherAnswer(BaseModel):
 # --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Mover:
+    """One moving thing the dense motion observer tracks (`pipeline.frames.motion`); box in frame fractions."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    aspect: float
+    """Height over width in pixels: > 1 upright, < 1 lying or wide."""
+    area: float
+    """Share of the frame its moving pixels cover."""
+    track: int = 0
+
+    @property
+    def cx(self) -> float:
+        return self.x + self.w / 2
+
+    @property
+    def cy(self) -> float:
+        return self.y + self.h / 2
+
+    @property
+    def bottom(self) -> float:
+        return self.y + self.h
+
+    @property
+    def touches_bottom(self) -> bool:
+        return self.y + self.h >= 0.99
+
+    @property
+    def touches_side(self) -> bool:
+        return self.x <= 0.01 or self.x + self.w >= 0.99
+
+    def to_json(self) -> dict[str, Any]:
+        return {"track": self.track, "box": [round(v, 3) for v in (self.x, self.y, self.w, self.h)],
+                "aspect": round(self.aspect, 2)}
+
+
+@dataclass(frozen=True, slots=True)
+class FallSighting:
+    """A tracked upright mover that came down fast and stayed low: the dense observer's fall."""
+
+    track: int
+    onset: float
+    """Source time at which the silhouette was first low."""
+    timestamp: float
+    """Source time of the newest frame that still showed it down."""
+    how: str
+    standing: Mover
+    """The upright sighting the drop is measured from."""
+    lying: Mover
+    top_drop: float
+    """How far the top came down, in standing heights."""
+    descent_s: float
+    """Seconds from the last upright sighting to the first low one."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"track": self.track, "onset": round(self.onset, 3), "t": round(self.timestamp, 3), "how": self.how,
+                "standing": self.standing.to_json(), "lying": self.lying.to_json(), "top_drop": self.top_drop,
+                "descent_s": self.descent_s}
+
+
+@dataclass(frozen=True, slots=True)
+class MotionRecord:
+    """What the dense motion observer saw up to one frame (it looks at many more frames than the student)."""
+
+    timestamp: float
+    moving_fraction: float
+    """Share of the (small) frame that differs from the learnt background."""
+    movers: tuple[Mover, ...]
+    fall: FallSighting | None = None
+    """A mover that fell and is (still) down, else None."""
+    view_reset: bool = False
+    """The whole view changed at this frame (camera moved, lights): the background is learnt again."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"t": round(self.timestamp, 3), "moving": round(self.moving_fraction, 4),
+                "movers": [m.to_json() for m in self.movers[:8]],
+                **({"fall": self.fall.to_json()} if self.fall else {}), **({"view_reset": True} if self.view_reset else {})}
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Frame:
     """One decoded frame.  ``image`` is BGR uint8 (H, W, 3) and must be treated as read-only."""
@@ -115,6 +197,8 @@ class Frame:
     index: int
     timestamp: float
     image: np.ndarray
+    motion: MotionRecord | None = None
+    """What the dense motion observer saw up to this frame (set by the pipeline when it observes)."""
 
     @property
     def height(self) -> int:

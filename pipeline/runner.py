@@ -29,6 +29,7 @@ from pipeline.errors import ConfigError, EdgewatchError, UsageError
 from pipeline.frames.budget import BudgetDecision, KeyframeBudget
 from pipeline.frames.encode import encode_frame
 from pipeline.frames.gate import ChangeGate
+from pipeline.frames.motion import MotionObserver
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
 from pipeline.incidents.evidence import EvidenceReader, match_safety
 from pipeline.incidents.keyframes import build_escalation, pattern_onset
@@ -300,6 +301,11 @@ class CameraPipeline:
         self.gate = ChangeGate(s.gate)
         # With the budget, the gate sees every decoded frame and the budget picks student frames.
         self.budget = KeyframeBudget(s.budget, sample_fps or s.capture.sample_fps) if s.budget.enabled else None
+        # The dense observer sees decoded frames between samples; its record rides on the frames the student gets.
+        self.motion = MotionObserver(width=s.motion.width, fps=s.motion.fps) if s.motion.enabled else None
+        self._observed: Frame | None = None
+        """The newest decoded frame, with the observer's record, until the student has seen it."""
+        self._falls_looked_at: set[tuple[int, float]] = set()
         self.student_concurrency = s.student.max_concurrent if backends.student.backend != "offline" else 1
         self.pool = StudentPool(backends.student, self.student_concurrency, drop_stale=not replay)
         self.summary = RunSummary(
@@ -343,18 +349,36 @@ class CameraPipeline:
 
     @property
     def capture_sampler(self) -> Sampler | None:
-        """The sampler capture applies before decoding (none with the budget: the gate sees every frame)."""
-        return None if self.budget is not None else self.sampler
+        """The sampler capture applies before decoding (none with the budget: the gate sees every frame;
+        none with the motion observer: it sees frames between samples)."""
+        return None if (self.budget is not None or self.motion is not None) else self.sampler
 
     def offer(self, frame: Frame) -> bool:
-        """A decoded frame; returns whether it was sampled.  Sampling happens in capture for files."""
+        """A decoded frame; returns whether it was sampled.  Sampling happens in capture for files without the observer."""
         self.newest_frame_ts = max(self.newest_frame_ts, frame.timestamp)
-        if self.budget is None and not self.sampler.accept(frame.timestamp):
+        frame, look = self._observe(frame)
+        if self.budget is None and not self.sampler.accept(frame.timestamp) and not look:
             return False
-        self.process(frame)
+        self.process(frame, look=look)
         return True
 
-    def process(self, frame: Frame) -> None:
+    def _observe(self, frame: Frame) -> tuple[Frame, bool]:
+        """Run the dense observer when due; the frame carries its newest record.  True when the observer
+        has just seen a fall: the student looks at this frame now rather than at the next sample."""
+        if self.motion is None:
+            return frame, False
+        if self.motion.wants(frame.timestamp):
+            self.motion.observe(frame.image, frame.timestamp)
+        record = self.motion.latest
+        frame = replace(frame, motion=record)
+        self._observed = frame
+        fall = record.fall if record is not None else None
+        if fall is None or (fall.track, fall.onset) in self._falls_looked_at:
+            return frame, False
+        self._falls_looked_at.add((fall.track, fall.onset))
+        return frame, True
+
+    def process(self, frame: Frame, *, look: bool = False) -> None:
         """A sampled frame: gate it, then encode and send it to the student, or let time pass."""
         self.summary.frames_sampled += 1
         self.newest_frame_ts = max(self.newest_frame_ts, frame.timestamp)
@@ -366,7 +390,7 @@ class CameraPipeline:
             elif decision.passed:
                 self._held = (frame, decision)
             decision = _as_sent(decision, admitted)
-        elif not decision.passed and self.monitor.state in _SAFETY_WATCH_STATES:
+        elif not decision.passed and (look or self.monitor.state in _SAFETY_WATCH_STATES):
             # While a safety pattern is open the student keeps looking, so persistence is
             # judged on fresh frames rather than on one frame and silence.
             self._safety_watch[decision.reason.value] += 1
@@ -375,6 +399,7 @@ class CameraPipeline:
             # outcome = the gate's verdict on the sampled frame (change, static, heartbeat, ...)
             self.outputs.metrics.frame(self.camera, decision.reason.value if decision.passed else "skipped_" + decision.reason.value)
         if decision.passed:
+            self._observed = None
             self.pool.submit(encode_frame(frame, decision, self.settings.encode))
             if self.replay and self.student_concurrency == 1:
                 self._handle_reports(self.pool.drain())
@@ -554,7 +579,19 @@ class CameraPipeline:
             final = self.budget.finish()
             if final.send:
                 self.pool.submit(encode_frame(frame, _as_sent(decision, final), self.settings.encode))
+        self._final_motion_look()
         self._handle_reports(self.pool.drain())
+
+    def _final_motion_look(self) -> None:
+        """The video ended while the observer still sees someone down (or falling): the student looks at
+        the last frame, so a fall in the last second of a clip can still raise its alert."""
+        if self.motion is None or self._observed is None:
+            return
+        record = self.motion.finish(self._observed.timestamp)
+        if record is None or record.fall is None:
+            return
+        frame, self._observed = replace(self._observed, motion=record), None
+        self.process(frame, look=True)
 
     def finish(self, end_ts: float) -> None:
         self._apply(self.monitor.close(max(self.last_ts, end_ts)))
@@ -807,7 +844,10 @@ class Runner:
                 self._apply_reload(pipelines)
                 if self.on_progress is not None:
                     self.on_progress(frame.index, source.frame_count)
-                pipe.process(frame)
+                if pipe.capture_sampler is None:
+                    pipe.offer(frame)
+                else:
+                    pipe.process(frame)
                 self._route(queue, pipelines)
                 switches()
                 if metrics is not None:

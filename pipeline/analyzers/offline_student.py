@@ -41,7 +41,7 @@ from pipeline.analyzers.offline_vision import (
 from pipeline.analyzers.offline_zones import ZoneBook
 from pipeline.clock import Clock
 from pipeline.config import OfflineConfig, Zone
-from pipeline.records import EncodedFrame, FrameReport, GateReason, StudentAnswer
+from pipeline.records import EncodedFrame, FrameReport, GateReason, MotionRecord, StudentAnswer
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class OfflineStudent:
         try:
             state = self._state(frame.source_id)
             with state.lock:
-                answer = self._analyze(state, frame.image, frame.timestamp, item.gate.reason)
+                answer = self._analyze(state, frame.image, frame.timestamp, item.gate.reason, frame.motion)
             return FrameReport.from_answer(
                 answer, frame=frame, backend=self.backend, model=self.model, prompt_version=self.prompt_version,
                 latency_ms=(self._clock.monotonic() - started) * 1000.0,
@@ -156,7 +156,8 @@ class OfflineStudent:
 
     # ----------------------------------------------------------------------------------
 
-    def _analyze(self, st: _CameraState, image: np.ndarray, t: float, gate_reason: GateReason) -> StudentAnswer:
+    def _analyze(self, st: _CameraState, image: np.ndarray, t: float, gate_reason: GateReason,
+                 dense: MotionRecord | None = None) -> StudentAnswer:
         out = _Findings()
         if image is None or image.ndim < 2 or image.shape[0] < 8 or image.shape[1] < 8:
             out.observe("image too small to analyse")
@@ -166,12 +167,21 @@ class OfflineStudent:
         if work.mean < DARK_MEAN:
             out.observe("scene dark")
         try:
-            return self._analyze_view(st, work, image, t, gate_reason, out)
+            answer = self._analyze_view(st, work, image, t, gate_reason, out, dense is not None)
         finally:
             st.previous = work.grey
+        if dense is not None and dense.fall is not None:
+            # The dense observer watched the fall itself (many frames a second): its finding stands
+            # on its own, whatever this one frame shows.
+            fall = dense.fall
+            out.observe(f"person fell: {fall.how} (top dropped {fall.top_drop:.0%} of standing height "
+                        f"in {fall.descent_s:.1f} s)")
+            out.flag("fall", 0.8)
+            answer = out.answer()
+        return answer
 
     def _analyze_view(self, st: _CameraState, work: WorkImage, image: np.ndarray, t: float,
-                      gate_reason: GateReason, out: _Findings) -> StudentAnswer:
+                      gate_reason: GateReason, out: _Findings, dense_falls: bool) -> StudentAnswer:
         # Covered, blank or blinded: the whole view is near-uniform.
         if is_covered(work):
             out.observe("camera view covered or blank")
@@ -212,7 +222,7 @@ class OfflineStudent:
             (out.flag("smoke", strength) if is_smoke else out.activity.append(strength))
         blobs = [b for b in find_blobs(fg, self._cfg.min_blob_area)
                  if not _mostly_in(b, fire, 0.15) and not (haze is not None and _mostly_in(b, haze, 0.5))]
-        self._track(st, t, blobs, image, out)
+        self._track(st, t, blobs, image, out, dense_falls)
         # Orange clothing (a hi-vis vest) moves with its wearer: flame-coloured pixels inside a
         # tracked person's box are not flames.
         for track in st.tracks:
@@ -303,7 +313,10 @@ class OfflineStudent:
         bg = st.background * gain
         st.background = bg + alpha * (work.grey - bg)
 
-    def _track(self, st: _CameraState, t: float, blobs: list[Blob], image: np.ndarray, out: _Findings) -> None:
+    def _track(self, st: _CameraState, t: float, blobs: list[Blob], image: np.ndarray, out: _Findings,
+               dense_falls: bool) -> None:
+        """Sampled-frame tracks: what movers are; their falls only when no dense observer watches
+        (two samples a second cannot see how fast a figure came down)."""
         st.tracks, st.next_track_id = match_tracks(st.tracks, blobs, t, st.next_track_id)
         hog_budget = 3
         for track in st.tracks:
@@ -315,7 +328,8 @@ class OfflineStudent:
                 hog_budget -= 1
                 hog_weight = self._hog.detect_in_roi(image, blob)
             upright = vote_kind(track, hog_weight, HOG_PERSON_WEIGHT)
-            update_fall(track, t)
+            if not dense_falls:
+                update_fall(track, t)
             self._describe_track(track, blob, upright, hog_weight, out, self.zones.for_camera(st.camera))
 
     @staticmethod

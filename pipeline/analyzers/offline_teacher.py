@@ -29,7 +29,7 @@ from pipeline.analyzers.offline_zones import ZoneBook
 from pipeline.clock import Clock
 from pipeline.config import OfflineConfig, Zone
 from pipeline.incidents.evidence import match_safety
-from pipeline.records import MODEL_ERROR_FLAG, SAFETY_FLAGS, Escalation, TeacherAnswer, Verdict, normalise_flag
+from pipeline.records import MODEL_ERROR_FLAG, SAFETY_FLAGS, Escalation, Mover, TeacherAnswer, Verdict, normalise_flag
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class OfflineTeacher:
                    if not frames[i].covered and not frames[i + 1].covered]
         ev = _Evidence()
         _people(frames, ev)
-        _fall(frames, motions, ev)
+        _fall(frames, motions, ev, _fall_sites(escalation))
         _fire(frames, motions, ev)
         _smoke(frames, motions, ev)
         _tamper(frames, motions, ev)
@@ -216,7 +216,22 @@ def _downward_flow(motions: list[PairMotion], i: int, j: int, up: Blob) -> float
     return best
 
 
-def _fall(frames: list[Keyframe], motions: list[PairMotion], ev: _Evidence) -> None:
+def _fall_sites(escalation: Escalation) -> list[Mover]:
+    """Where the student's dense motion observer saw someone go down (boxes carried on the keyframes)."""
+    sites = {}
+    for k in escalation.keyframes:
+        record = k.frame.motion
+        if record is not None and record.fall is not None:
+            sites[(record.fall.track, record.fall.onset)] = record.fall.lying
+    return list(sites.values())
+
+
+def _overlaps(person: Blob, site: Mover) -> bool:
+    return (person.x < site.x + site.w and site.x < person.x + person.w
+            and person.y < site.y + site.h and site.y < person.y + person.h)
+
+
+def _fall(frames: list[Keyframe], motions: list[PairMotion], ev: _Evidence, sites: list[Mover] | None = None) -> None:
     # Upright earlier (HOG or an upright region against the last keyframe), a wide low region
     # near where it stood later (against the first keyframe), staying down, and the flow in the
     # figure's box pointing down at the change.
@@ -246,7 +261,12 @@ def _fall(frames: list[Keyframe], motions: list[PairMotion], ev: _Evidence) -> N
             best_note = (f"posture changed from upright (t={f.t:.1f}s) to low (t={g.t:.1f}s) but "
                          + ("not quickly" if not quick else "the figure did not stay down"))
     last = frames[-1]
-    if last.people or (len(frames) >= 3 and any(f.people for f in frames[-2:])):
+    latest_people = [p for f in ([last] + (frames[-2:] if len(frames) >= 3 else [])) for p in f.people]
+    if sites:
+        # The student says someone went down at a place: only an upright person *there* rules it
+        # out (someone else standing in view does not; neither does a detector hit elsewhere).
+        latest_people = [p for p in latest_people if any(_overlaps(p, site) for site in sites)]
+    if latest_people:
         ev.contradict("fall", None, f"Fall: {best_note}; an upright person is in the latest keyframes.")
     elif not any(f.vs_first or f.vs_last for f in frames):
         ev.contradict("fall", None, f"Fall: {best_note}; nothing moved in the sequence.")
