@@ -133,6 +133,7 @@ class EscalationConfig(_Section):
     flip_limit: int = Field(4, ge=1, le=1000, description="A flag switching on/off at least this many times in the window escalates.")
     suppress_after_dismiss_s: float = Field(30.0, ge=0, le=86400, description="After the teacher dismisses a pattern, its low-confidence, flip and scene-change signals do not escalate again for this long (safety evidence is never suppressed: a dismissal covers only the frames the teacher saw).")
     reask_after_s: float = Field(2.0, ge=0, le=3600, description="A dismissed safety pattern that persists again on frames after the teacher's last keyframe is asked again at most this often (its alert stands meanwhile).")
+    review_alerts: bool = Field(True, description="An alert the monitor raised on the student's word alone (a flag carried over gate-skipped frames, a tamper the gate backs) and still unreviewed at the next analysed frame goes to the teacher too, so no alert is left unreviewed while the teacher is reachable.")
     rearm_after_s: float = Field(2.0, ge=0, le=3600, description="A safety flag that returns after an analysed frame without it, and after being absent this long, is a new onset: earlier dismissals and escalations of it no longer hold it back.")
 
     @model_validator(mode="after")

@@ -553,6 +553,8 @@ class Event:
     review: ReviewStatus = ReviewStatus.NOT_REVIEWED
     explanation: str = ""
     snapshot: str | None = None
+    previous_id: str | None = None
+    """The event this one continues under a new type (motion seen to be a person), if any."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -570,4 +572,5 @@ class Event:
             "review": self.review.value,
             "explanation": self.explanation,
             "snapshot": self.snapshot,
+            "previous_id": self.previous_id,
         }

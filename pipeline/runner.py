@@ -493,18 +493,26 @@ class CameraPipeline:
                     # The policy reads its thresholds on the scale the reports are now on (docs/LEARNING.md).
                     self.policy.confidence_calibrated = True
             stats = self.window.add(report, item)
-            self._apply(self.monitor.update(stats))
+            # Alerts left unreviewed since an earlier frame (raised over gate-skipped frames, or on
+            # one frame the gate backed) go to the teacher with this one.
+            unreviewed = self.monitor.unreviewed_alerts()
+            # The frame's event lines wait for the policy: an alert it sends to the teacher on this
+            # frame is written once, pending_review from its first line (`MonitorOutput.then`).
+            frame_out = self.monitor.update(stats)
+            self._apply(MonitorOutput(frame_out.transitions))
             queue_state = self.queue.state()
             self._adapt(report, full_item, queue_state)
-            decision = self.policy.evaluate(stats, queue_state)
+            decision = self.policy.evaluate(stats, queue_state, unreviewed & self.monitor.unreviewed_alerts())
             self.outputs.decision(FrameDecision(
                 camera=self.camera, t=round(report.timestamp, 3), frame=report.frame_index, escalate=decision.escalate,
                 reason=decision.reason, priority=decision.priority.name if decision.priority is not None else None,
                 flags=sorted(decision.flags), thresholds=self.policy.thresholds_in_force(), queue_depth=queue_state.depth,
                 student=report.to_json(), gate_hint=stats.scene_change_kind,
             ))
+            sent = self._escalate(decision, report) if decision.escalate else MonitorOutput()
+            self._apply(MonitorOutput(events=frame_out.events).then(sent))
             if decision.escalate:
-                self._escalate(decision, report)
+                self._await_verdict()
 
     def _adapt(self, report: FrameReport, item: EncodedFrame, queue_state: Any) -> None:
         if not self.settings.adaptive.enabled:
@@ -523,7 +531,8 @@ class CameraPipeline:
             # The period's noise floor (a grainy night image needs a higher one); the gate reads it per frame.
             self.gate.cfg = self.gate.cfg.model_copy(update={"block_min_change": in_force.gate_block_min_change})
 
-    def _escalate(self, decision: Any, report: FrameReport) -> None:
+    def _escalate(self, decision: Any, report: FrameReport) -> MonitorOutput:
+        """Send the window to the teacher; the monitor's output for it (applied by the caller)."""
         s = self.settings
         self._escalations += 1
         incident_id = self.monitor.open_incident_id or f"{self.camera}-inc-{self._escalations:05d}"
@@ -550,12 +559,15 @@ class CameraPipeline:
             keyframes=[k.timestamp for k in escalation.keyframes], queue=result.outcome, into=result.into_id,
             shed=result.shed_id, queue_reason=result.reason,
         ))
-        if decision.priority is not None and decision.priority > Priority.AUDIT:
-            safety = decision.priority == Priority.SAFETY
-            self._apply(self.monitor.escalate(escalation.id, incident_id, decision.reason, decision.flags,
-                                              report.timestamp, safety))
+        if decision.priority is None or decision.priority <= Priority.AUDIT:
+            return MonitorOutput()
+        return self.monitor.escalate(escalation.id, incident_id, decision.reason, decision.flags, report.timestamp,
+                                     decision.priority == Priority.SAFETY)
+
+    def _await_verdict(self) -> None:
+        """A replay waits for the verdict so that it is applied at the same frame every run."""
+        s = self.settings
         if self.replay and s.teacher.wait_in_replay:
-            # A replay waits for the verdict so that it is applied at the same frame every run.
             self.queue.wait_idle(timeout_s=max(5.0, s.teacher.timeout_ms / 1000.0 * 2), stop=self.stop)
             if self.settle_verdicts is not None:
                 self.settle_verdicts()
@@ -571,7 +583,7 @@ class CameraPipeline:
             return
         # What a verdict may change (pipeline/incidents/verdicts.py): a self-contradicting one is
         # unverified, and a dismissal covers only the frames the teacher saw.
-        verdict = coherent(verdict, self._match_safety)
+        verdict = coherent(verdict, self._match_safety(result.escalation.flags, ()), self._match_safety)
         coverage = coverage_of(result.escalation, verdict, self._match_safety)
         kind = verdict.kind.value
         self.summary.verdicts[kind] = self.summary.verdicts.get(kind, 0) + 1

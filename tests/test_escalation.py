@@ -147,8 +147,8 @@ def test_a_dismissal_covers_its_frames_and_later_evidence_is_asked_again_at_the_
         if decisions[-1].escalate:
             # The teacher dismisses every sequence it sees, up to the newest frame.
             policy.cover(Coverage(frozenset({"fire"}), until=rep.timestamp, strength=0.9))
-    # Frames after each dismissal are a new question: two of them persist (k = 2) and the
-    # pattern is asked again, no sooner than reask_after_s after the last question.
+    # Frames after each dismissal are a new question, asked again no sooner than reask_after_s
+    # after the last question.
     assert escalated_at(decisions) == [1, 5, 9, 13]
     assert {d.reason for d in decisions if not d.escalate} <= {"calm", "blip", "reask_wait"}
     assert all(d.reason != "suppressed" for d in decisions)
@@ -402,3 +402,28 @@ def test_a_safety_word_matches_unless_negated(before: list[str], trigger: str, a
     negated = " ".join([*before, negator, word, *after])
     assert match_safety([], [plain], TRIGGERS) == {trigger}
     assert match_safety([], [negated], TRIGGERS) == set()
+
+
+def test_an_alert_no_teacher_has_seen_is_asked_about_even_when_the_policy_saw_no_persistence() -> None:
+    # The monitor can alert on evidence the policy never weighs (a flag carried over gate-skipped
+    # frames, a tamper the gate backs): with review_alerts the policy asks about it.
+    stats = window_stats([report(0), report(1, ["fall"])])
+    assert not EscalationPolicy(thresholds()).evaluate(stats, CALM_QUEUE).escalate
+    asked = EscalationPolicy(thresholds()).evaluate(stats, CALM_QUEUE, unreviewed=frozenset({"fall"}))
+    assert asked.escalate and asked.reason == "safety:fall"
+    off = EscalationPolicy(thresholds(review_alerts=False)).evaluate(stats, CALM_QUEUE, unreviewed=frozenset({"fall"}))
+    assert not off.escalate
+
+
+def test_one_frame_of_a_dismissed_type_after_what_the_teacher_saw_is_asked_before_it_persists_again() -> None:
+    policy = EscalationPolicy(thresholds(reask_after_s=1.0))
+    reports = [report(0, ["fall"]), report(1, ["fall"]), report(2), report(2.5, ["fall"]), report(3)]
+    decisions = []
+    for i, rep in enumerate(reports):
+        decisions.append(policy.evaluate(window_stats(reports[: i + 1]), CALM_QUEUE))
+        if decisions[-1].escalate:
+            policy.cover(Coverage(frozenset({"fall"}), until=rep.timestamp, strength=0.9))
+    # Dismissed at t=1; the student insists once at t=2.5 (1 of the last 3: no persistence) and is asked again.
+    assert escalated_at(decisions) == [1, 3] and decisions[3].reason == "safety:fall"
+    # Never dismissed, one frame is a blip.
+    assert not EscalationPolicy(thresholds()).evaluate(window_stats(reports[2:4]), CALM_QUEUE).escalate

@@ -19,6 +19,7 @@ from tools.evaluation import (
     RunRecord,
     aggregate,
     alerted_types,
+    dominated,
     detections_from_events,
     match_events,
     pooled_metrics,
@@ -104,8 +105,8 @@ def test_sample_grid_keeps_labelled_instants_away_from_safety_edges() -> None:
 def _record(policy: str, seed: int, *, found: int, safety_found: set[int], frames_correct: int, teacher_frames: int,
             delays: list[float], clip: str = "c.mp4") -> RunRecord:
     score = ClipScore(events=4, found=found, safety_events=2, safety_found=len(safety_found), detections=5,
-                      true_detections=4, frames=10, frames_correct=frames_correct, alert_delays=delays,
-                      found_safety=set(safety_found))
+                      true_detections=4, frames=10, frames_correct=frames_correct,
+                      safety_delays=dict(zip(sorted(safety_found), delays)))
     return RunRecord(policy, policy, clip, seed, score, analysed=20, student_calls=20, teacher_calls=2,
                      teacher_images=6, teacher_frames=teacher_frames, student_ms=2200.0, teacher_ms=1640.0,
                      escalations=2, out_dir="", reference_frames=20)
@@ -115,7 +116,7 @@ def test_pooled_metrics_and_spread_over_seeds() -> None:
     records = [
         _record("teacher_only", 0, found=4, safety_found={0, 1}, frames_correct=10, teacher_frames=20, delays=[0.5, 0.5]),
         _record("ours", 0, found=3, safety_found={0}, frames_correct=9, teacher_frames=3, delays=[1.0]),
-        _record("teacher_only", 1, found=4, safety_found={0, 1}, frames_correct=8, teacher_frames=20, delays=[0.5]),
+        _record("teacher_only", 1, found=4, safety_found={0, 1}, frames_correct=8, teacher_frames=20, delays=[0.5, 0.5]),
         _record("ours", 1, found=4, safety_found={0, 1}, frames_correct=8, teacher_frames=1, delays=[2.0, 4.0]),
     ]
     m = pooled_metrics(records[1:2], records[0:1])
@@ -191,14 +192,18 @@ def test_evaluate_command_errors_are_one_line(tmp_path: Path, args: list[str], n
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_weighted_event_f1_weighs_safety_three_times_and_phantom_types_score_zero() -> None:
-    from tools.evaluation import ClipScore, RunRecord, weighted_event_f1
+def test_event_f1_weighs_safety_events_and_alerts_three_times() -> None:
+    from tools.evaluation import ClipScore, RunRecord, per_type_event_f1, weighted_event_f1
 
     score = ClipScore()
     score.by_type = {"fire": [2, 2, 2, 2], "person": [4, 2, 2, 2], "fall": [0, 0, 3, 0]}
     record = RunRecord("ours", "ours", "c", 0, score, 0, 0, 0, 0, 0, 0.0, 0.0, 0, "")
-    # fire F1 1.0 (weight 3), person F1 2/3 (weight 1), fall phantom F1 0 (weight 3).
-    assert weighted_event_f1([record]) == pytest.approx((3 * 1.0 + 1 * (2 / 3) + 0.0) / 7)
+    # Weighted events: fire 3x2 found of 3x2, person 2 of 4 -> recall 8/10; weighted detections:
+    # fire 6 true of 6, person 2 of 2, three phantom falls 0 of 9 -> precision 8/17.
+    recall, precision = 8 / 10, 8 / 17
+    assert weighted_event_f1([record]) == pytest.approx(2 * recall * precision / (recall + precision))
+    # The per-type mean (report.json only): fire F1 1.0 (weight 3), person 2/3 (1), phantom fall 0 (3).
+    assert per_type_event_f1([record]) == pytest.approx((3 * 1.0 + 1 * (2 / 3) + 0.0) / 7)
 
 
 def test_cost_model_charges_calls_images_and_tokens() -> None:
@@ -229,3 +234,20 @@ def test_referee_scores_like_real_clips() -> None:
     assert s.quiet_alarmed == 1 and s.quiet_intervals == 1
     assert s.ids["fall"] == 2 and s.true_ids["fall"] == 1
     assert "| ours | fall | 1 / 1 | 100% | 50% | 1 |" in referee.per_type_table({"ours": s})
+
+
+def test_alerting_no_later_is_judged_on_the_events_both_found() -> None:
+    # Ours finds both events (the second one late); the baseline finds only the easy one, sooner
+    # than ours' own mean but no sooner on that same event.
+    ours = _record("ours", 0, found=4, safety_found={0, 1}, frames_correct=9, teacher_frames=3, delays=[0.2, 3.0])
+    base = _record("confidence_only", 0, found=3, safety_found={0}, frames_correct=9, teacher_frames=9, delays=[0.2])
+    agg = aggregate([ours, base], [0])
+    for name, cost in (("ours", 1.0), ("confidence_only", 2.0)):
+        agg[name]["model_seconds"], agg[name]["event_f1"] = {"mean": cost}, {"mean": 0.9}
+    assert agg["ours"]["time_to_alert_s"]["mean"] > agg["confidence_only"]["time_to_alert_s"]["mean"]
+    assert dominated(agg["confidence_only"], agg["ours"])
+    slow = _record("ours", 0, found=4, safety_found={0, 1}, frames_correct=9, teacher_frames=3, delays=[0.7, 3.0])
+    agg = aggregate([slow, base], [0])
+    for name, cost in (("ours", 1.0), ("confidence_only", 2.0)):
+        agg[name]["model_seconds"], agg[name]["event_f1"] = {"mean": cost}, {"mean": 0.9}
+    assert not dominated(agg["confidence_only"], agg["ours"])  # later on the event both found

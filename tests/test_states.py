@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import random
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -43,6 +45,8 @@ class Replay:
     persistence: tuple[int, int] = (2, 3)
     """k of n: the thresholds in force (escalation.persistence_k/n), the one persistence rule."""
     window_s: float = 10.0
+    seed: int = 0
+    """Seeds the random part of event ids, so a replay writes the same ids."""
     transitions: list[Transition] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
@@ -50,7 +54,8 @@ class Replay:
         self.window = SlidingWindow(CAM, self.window_s)
         k, n = self.persistence
         rule = Thresholds.from_config(EscalationConfig(safety_triggers=TRIGGERS, persistence_k=k, persistence_n=n))
-        self.monitor = CameraMonitor(CAM, self.cfg, safety_triggers=TRIGGERS, thresholds=FixedThresholds(rule))
+        self.monitor = CameraMonitor(CAM, self.cfg, safety_triggers=TRIGGERS, thresholds=FixedThresholds(rule),
+                                     rng=random.Random(self.seed))
 
     def _take(self, out: MonitorOutput) -> MonitorOutput:
         self.transitions.extend(out.transitions)
@@ -119,17 +124,19 @@ def test_activity_event_starts_and_ends_with_quiet_via_tick() -> None:
     assert r.monitor.state == "observing"
     first = r.events[0]
     assert (first.phase, first.severity, first.type, first.start, first.end) == ("new", "activity", "motion", 1.0, None)
-    assert first.id == f"{CAM}-00001-motion"
-    r.frame(2.0, PERSON, conf=0.95)  # type upgrades motion → person on the same id
-    upgrade = r.events[-1]
-    assert (upgrade.id, upgrade.phase, upgrade.type) == (first.id, "update", "person")
+    assert re.fullmatch(rf"{CAM}-1000-[a-z2-7]{{6}}", first.id)  # start in ms, then a random suffix
+    r.frame(2.0, PERSON, conf=0.95)  # an event keeps its type: the person is a new event, linked
+    ended, person = r.events[-2:]
+    assert (ended.id, ended.phase, ended.type, ended.end) == (first.id, "end", "motion", 2.0)
+    assert (person.phase, person.type, person.start, person.previous_id) == ("new", "person", 2.0, first.id)
+    assert person.id != first.id
     r.frame(3.0, EMPTY)
     r.tick(5.0)
     assert r.monitor.state == "observing"  # 2 s quiet < quiet_after_s (4 s)
     r.tick(7.5)
     assert r.monitor.state == "idle"
     end = r.events[-1]
-    assert (end.id, end.phase, end.end, end.state) == (first.id, "end", 7.5, "idle")
+    assert (end.id, end.phase, end.end, end.state) == (person.id, "end", 7.5, "idle")
     assert end.peak_confidence == pytest.approx(0.95)
     assert r.path == [("idle", "observing"), ("observing", "idle")]
     assert "no activity for 5.5s" in r.transitions[-1].reason
@@ -190,7 +197,7 @@ def test_k_of_n_persistence_alerts_with_reasons_and_figures() -> None:
     assert len(alerts) == 1
     a = alerts[0]
     assert (a.type, a.severity, a.start, a.state, a.review) == ("fire", "alert", 2.0, "alert", ReviewStatus.NOT_REVIEWED)
-    assert a.id == f"{CAM}-00002-fire"  # 00001 is the activity event
+    assert a.id.startswith(f"{CAM}-2000-") and a.id != r.events[0].id
     persist = r.transitions[-1]
     assert persist.trigger == "persist_alert"
     assert persist.figures["persisting"] == {"fire": 2}
@@ -565,3 +572,28 @@ def test_dismissal_covers_synonym_flags_too() -> None:
     r.verdict(verdict(VerdictKind.DISMISSED, "esc-1"), 1.0)
     assert r.monitor.is_covered({"fall"}, 0.0, 0.9) and r.monitor.is_covered({"Person Fall"}, 1.0, 0.9)
     assert r.monitor.state == "observing"
+
+
+def test_a_verdict_speaks_for_the_types_it_was_asked_about_or_names() -> None:
+    r = Replay()
+    for t in (0.0, 1.0):
+        r.frame(t, PERSON, ("fire", "fall"))
+    fire, fall = sorted(r.alerts(), key=lambda e: e.type != "fire")
+    r.escalate("esc-1", ("fire",), 1.0, safety=True)
+    assert r.lines(fall.id)[-1].review == ReviewStatus.NOT_REVIEWED  # a question about fire is no review of the fall
+    assert r.monitor.unreviewed_alerts() == {"fall"}
+    r.verdict(verdict(VerdictKind.CONFIRMED, "esc-1", flags=("fire",)), 1.0)
+    assert r.lines(fire.id)[-1].review == ReviewStatus.CONFIRMED
+    assert r.lines(fall.id)[-1].review == ReviewStatus.NOT_REVIEWED
+
+
+def test_a_dismissal_that_names_another_hazard_reports_it() -> None:
+    r = Replay()
+    for t in (0.0, 1.0):
+        r.frame(t, PERSON, ("fall",))
+    [fall] = r.alerts()
+    r.escalate("esc-1", ("fall",), 1.0, safety=True)
+    r.verdict(verdict(VerdictKind.DISMISSED, "esc-1", flags=("fire",), explanation="no fall; the bin is on fire"), 1.0)
+    assert r.lines(fall.id)[-1].phase == "end" and r.lines(fall.id)[-1].review == ReviewStatus.DISMISSED
+    [fire] = [e for e in r.alerts() if e.type == "fire"]
+    assert r.lines(fire.id)[-1].review == ReviewStatus.CONFIRMED and r.monitor.state == "alert"

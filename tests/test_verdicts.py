@@ -28,21 +28,26 @@ def student(t: float, flags: tuple[str, ...], conf: float) -> FrameReport:
 
 
 def test_a_dismissal_that_names_a_safety_flag_is_unverified_and_keeps_it() -> None:
-    out = coherent(verdict(VerdictKind.DISMISSED, ("fire",)), match)
+    out = coherent(verdict(VerdictKind.DISMISSED, ("fire",)), {"fire"}, match)
     assert out.kind == VerdictKind.UNVERIFIED and out.safety_flags == ("fire",)
     assert out.explanation.startswith("contradictory verdict")
     # Its own words count too: "dismissed" while saying the room is on fire.
-    worded = coherent(verdict(VerdictKind.DISMISSED, (), ("flames on the curtains",)), match)
+    worded = coherent(verdict(VerdictKind.DISMISSED, (), ("flames on the curtains",)), {"fire"}, match)
     assert worded.kind == VerdictKind.UNVERIFIED and worded.safety_flags == ("fire",)
     plain = verdict(VerdictKind.DISMISSED, (), ("a red lamp", "no fire"))
-    assert coherent(plain, match) is plain  # negated words name nothing
+    assert coherent(plain, {"fire"}, match) is plain  # negated words name nothing
+    # Asked about nothing unsafe (a low-confidence review), "dismissed" while naming fire is no verdict either.
+    assert coherent(verdict(VerdictKind.DISMISSED, ("fire",)), set(), match).kind == VerdictKind.UNVERIFIED
+    # Asked about a fall, dismissing it while seeing fire: the fall is dismissed, the fire reported.
+    other = coherent(verdict(VerdictKind.DISMISSED, ("fire",)), {"fall"}, match)
+    assert other.kind == VerdictKind.DISMISSED and other.safety_flags == ("fire",)
 
 
 def test_verdict_text_may_raise_severity_never_clear_it() -> None:
-    raised = coherent(verdict(VerdictKind.CONFIRMED, ("fall",), ("smoke rising behind him",)), match)
+    raised = coherent(verdict(VerdictKind.CONFIRMED, ("fall",), ("smoke rising behind him",)), {"fall"}, match)
     assert set(raised.safety_flags) == {"fall", "smoke"}
     # Text that tries to talk an alert away changes nothing: flags are only ever added.
-    talked = coherent(verdict(VerdictKind.CONFIRMED, ("fire",), ("sign says: drill, ignore the fire alarm",)), match)
+    talked = coherent(verdict(VerdictKind.CONFIRMED, ("fire",), ("sign says: drill, ignore the fire alarm",)), {"fire"}, match)
     assert "fire" in talked.safety_flags
 
 
@@ -194,9 +199,9 @@ def _cut_window_and_monitor():  # noqa: ANN202
     monitor = CameraMonitor("c", StatesConfig(), safety_triggers=rule.safety_triggers, thresholds=FixedThresholds(rule))
     policy = EscalationPolicy(rule)
 
-    def step(t: float, flags: tuple[str, ...], gate_kind: str | None):  # noqa: ANN202
+    def step(t: float, flags: tuple[str, ...], gate_kind: str | None, reason: GateReason = GateReason.GLOBAL_CHANGE):  # noqa: ANN202
         frame = Frame(source_id="c", index=int(t * 10), timestamp=t, image=None)  # type: ignore[arg-type]
-        gate = (GateDecision(True, GateReason.GLOBAL_CHANGE, 80.0, 0.9, global_kind=gate_kind) if gate_kind
+        gate = (GateDecision(True, reason, 80.0, 0.9, global_kind=gate_kind) if gate_kind
                 else GateDecision(True, GateReason.CHANGE, 10.0))
         item = EncodedFrame(frame=frame, jpeg=b"", b64="", width=1, height=1, gate=gate)
         stats = window.add(student(t, flags, 0.9), item)
@@ -223,3 +228,11 @@ def test_a_tamper_flag_without_the_gate_or_the_gate_without_a_flag_waits_for_k_o
     assert not [e for e in out.events if e.severity == "alert"]
     out, _ = step(1.0, (), "tamper")
     assert not [e for e in out.events if e.severity == "alert"]
+
+
+def test_a_first_frame_the_gate_reads_as_blank_backs_a_tamper_flag() -> None:
+    from pipeline.records import GateReason
+
+    step = _cut_window_and_monitor()
+    out, _ = step(0.0, ("tamper",), "tamper", GateReason.FIRST)  # a clip that starts covered: no earlier view
+    assert [e.type for e in out.events if e.severity == "alert" and e.phase == "new"] == ["tamper"]

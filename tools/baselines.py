@@ -1,6 +1,6 @@
 """Baseline routing policies with the `EscalationPolicy` interface, for `evaluate` only.
 
-Each has ``evaluate(stats, queue_state) -> Decision``, ``suppress(flags, until, reason=None)``,
+Each has ``evaluate(stats, queue_state, unreviewed) -> Decision``, ``suppress(flags, until, reason=None)``,
 ``cover(coverage)`` and ``thresholds_in_force() -> dict``, so the runner drives them exactly as it drives ours
 (`Runner(..., policy_factory=...)`).  Monitoring always uses `pipeline.incidents.escalation.EscalationPolicy`.
 """
@@ -26,7 +26,7 @@ class NeverEscalate:
     def __init__(self) -> None:
         self.decisions = 0
 
-    def evaluate(self, stats: WindowStats, queue: QueueState) -> Decision:
+    def evaluate(self, stats: WindowStats, queue: QueueState, unreviewed: frozenset[str] = frozenset()) -> Decision:
         self.decisions += 1
         return Decision(False, "never_escalates", None, frozenset())
 
@@ -53,7 +53,7 @@ class ConfidenceOnly:
         self.decisions = 0
         self.escalations = 0
 
-    def evaluate(self, stats: WindowStats, queue: QueueState) -> Decision:
+    def evaluate(self, stats: WindowStats, queue: QueueState, unreviewed: frozenset[str] = frozenset()) -> Decision:
         self.decisions += 1
         if stats.n_reports and stats.confidence_last < self.min_confidence:
             self.escalations += 1

@@ -240,11 +240,18 @@ class ClipScore:
     true_detections: int = 0
     frames: int = 0
     frames_correct: int = 0
-    alert_delays: list[float] = field(default_factory=list)
-    found_safety: set[int] = field(default_factory=set)
-    """Indexes (into the clip's events) of safety events found."""
+    safety_delays: dict[int, float] = field(default_factory=dict)
+    """Safety events found: index into the clip's events → time to alert (s)."""
     by_type: dict[str, list[int]] = field(default_factory=dict)
     """Type → [labelled events, found, counted detections, detections overlapping a labelled event of the type]."""
+
+    @property
+    def found_safety(self) -> set[int]:
+        return set(self.safety_delays)
+
+    @property
+    def alert_delays(self) -> list[float]:
+        return list(self.safety_delays.values())
 
 
 def score_clip(clip: ClipLabels, detections: Sequence[Detection], grid: Sequence[float], tolerance_s: float) -> ClipScore:
@@ -257,8 +264,7 @@ def score_clip(clip: ClipLabels, detections: Sequence[Detection], grid: Sequence
             s.safety_events += 1
             if i in m.found:
                 s.safety_found += 1
-                s.found_safety.add(i)
-                s.alert_delays.append(max(0.0, m.found[i].start - ev.start))
+                s.safety_delays[i] = max(0.0, m.found[i].start - ev.start)
     s.detections = m.counted
     s.true_detections = len(m.true_detections)
     for i, ev in enumerate(clip.events):
@@ -497,6 +503,7 @@ def pooled_metrics(records: Sequence[RunRecord], teacher_only: Sequence[RunRecor
             missed += len(t.score.found_safety - r.score.found_safety)
     return {
         "event_f1": weighted_event_f1(records),
+        "event_f1_per_type": per_type_event_f1(records),
         "event_recall": _ratio(sum(r.score.found for r in records), ev),
         "precision": _ratio(sum(r.score.true_detections for r in records), sum(r.score.detections for r in records)),
         "safety_recall": _ratio(sum(r.score.safety_found for r in records), sum(r.score.safety_events for r in records)),
@@ -515,28 +522,48 @@ def pooled_metrics(records: Sequence[RunRecord], teacher_only: Sequence[RunRecor
     }
 
 
-#: Weight of a safety type in the per-type event F1 (person/vehicle weigh 1).
+#: Weight of a safety event, and of a safety detection, in the event F1 (person/vehicle weigh 1).
 SAFETY_F1_WEIGHT = 3.0
 
 
-def weighted_event_f1(records: Sequence[RunRecord]) -> float:
-    """Per-type event F1 pooled over clips, averaged over types with safety types weighted
-    `SAFETY_F1_WEIGHT`: recall = labelled events found, precision = counted detections that overlap
-    a labelled event of their type.  A type only ever detected (a phantom) scores 0."""
+def _type_rows(records: Sequence[RunRecord]) -> dict[str, list[int]]:
+    """Type → [labelled events, found, counted detections, true detections], pooled over clips."""
     rows: dict[str, list[int]] = {}
     for r in records:
         for t, counts in r.score.by_type.items():
             acc = rows.setdefault(t, [0, 0, 0, 0])
             for i, c in enumerate(counts):
                 acc[i] += c
+    return rows
+
+
+def _f1(recall: float, precision: float) -> float:
+    return 2 * recall * precision / (recall + precision) if recall + precision else 0.0
+
+
+def weighted_event_f1(records: Sequence[RunRecord]) -> float:
+    """Event F1 with every safety event and every safety detection weighing `SAFETY_F1_WEIGHT`:
+    recall = weighted share of labelled events found (matched by type), precision = weighted share
+    of counted detections that overlap a labelled event of their type.  A false alert of a type no
+    clip has (a phantom) weighs like any other false safety alert."""
+    w = lambda t: SAFETY_F1_WEIGHT if is_safety_type(t) else 1.0  # noqa: E731
+    rows = _type_rows(records).items()
+    events, found = sum(w(t) * c[0] for t, c in rows), sum(w(t) * c[1] for t, c in rows)
+    dets, true = sum(w(t) * c[2] for t, c in rows), sum(w(t) * c[3] for t, c in rows)
+    if not events and not dets:
+        return float("nan")
+    return _f1(found / events if events else 0.0, true / dets if dets else 0.0)
+
+
+def per_type_event_f1(records: Sequence[RunRecord]) -> float:
+    """The per-type F1 averaged over types (safety types weighted `SAFETY_F1_WEIGHT`), a type only
+    ever detected scoring 0 — kept in report.json for comparison: one phantom alert of a type
+    adds a whole zero-F1 type to that seed, so it swings by ~15 points from seed to seed."""
     total_w, total = 0.0, 0.0
-    for t, (events, found, dets, true) in rows.items():
-        recall = found / events if events else 0.0
-        precision = true / dets if dets else 0.0
-        f1 = 2 * recall * precision / (recall + precision) if recall + precision else 0.0
-        w = SAFETY_F1_WEIGHT if is_safety_type(t) else 1.0
-        total_w += w
-        total += w * f1
+    for t, (events, found, dets, true) in _type_rows(records).items():
+        weight = SAFETY_F1_WEIGHT if is_safety_type(t) else 1.0
+        total_w += weight
+        total += weight * _f1(found / events if events else 0.0, true / dets if dets else 0.0)
     return total / total_w if total_w else float("nan")
 
 
@@ -566,8 +593,9 @@ def aggregate(records: Sequence[RunRecord], seeds: Sequence[int]) -> dict[str, d
                 per_seed.setdefault(k, []).append(v)
         policy = next(r.policy for r in records if r.variant == name)
         setting = name.split("@", 1)[1] if "@" in name else "default"
+        delays = {f"{r.clip}|{r.seed}|{i}": d for r in records if r.variant == name for i, d in r.score.safety_delays.items()}
         out[name] = {"policy": policy, "setting": setting, **{k: spread(v) for k, v in per_seed.items()},
-                     "safety_found_by_seed": per_seed.get("safety_found", [])}
+                     "safety_found_by_seed": per_seed.get("safety_found", []), "alert_delays": delays}
     return out
 
 
@@ -622,14 +650,27 @@ def _mean(agg: dict[str, dict[str, Any]], name: str, key: str) -> float | None:
     return None if not isinstance(cell, dict) else cell.get("mean")
 
 
+def paired_time_to_alert(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float] | None:
+    """Mean time to alert of ``a`` and of ``b`` over the safety events both found (same clip, seed
+    and event), or None when they share none.  Each policy's own mean is over the events *it*
+    found, so a policy that also finds the hard, late ones would look slower than one that
+    misses them: alerting "no later" is judged on the same events."""
+    da, db = a.get("alert_delays") or {}, b.get("alert_delays") or {}
+    common = da.keys() & db.keys()
+    if not common:
+        return None
+    return statistics.fmean(da[k] for k in common), statistics.fmean(db[k] for k in common)
+
+
 def dominated(point: dict[str, Any], by: dict[str, Any]) -> bool:
-    """``by`` costs no more model-seconds, scores no lower event F1 and alerts no later."""
+    """``by`` costs no more model-seconds, scores no lower event F1 and alerts no later (on the
+    safety events both found, `paired_time_to_alert`)."""
     m = lambda v, k: v.get(k, {}).get("mean")  # noqa: E731
-    cost, f1, tta = m(point, "model_seconds"), m(point, "event_f1"), m(point, "time_to_alert_s")
-    bcost, bf1, btta = m(by, "model_seconds"), m(by, "event_f1"), m(by, "time_to_alert_s")
+    cost, f1, bcost, bf1 = m(point, "model_seconds"), m(point, "event_f1"), m(by, "model_seconds"), m(by, "event_f1")
     if None in (cost, f1, bcost, bf1):
         return False
-    later = tta is not None and btta is not None and btta > tta + 1e-9
+    paired = paired_time_to_alert(point, by)
+    later = paired is not None and paired[1] > paired[0] + 1e-9
     return bcost <= cost + 1e-9 and bf1 >= f1 - 1e-9 and not later
 
 

@@ -21,9 +21,10 @@ level 3 also low confidence.  Safety is never deferred.
 A pattern (set of flags) once escalated is not sent again within the cool-off (``cooloff_s``,
 default the window length) unless a new flag joins it.  A teacher's dismissal of a safety
 pattern covers the frames it saw (`cover`, `pipeline.incidents.verdicts`): those frames no
-longer count towards k, while frames after its last keyframe (or stronger) do, and a pattern
-that persists again on them is asked again, at most every ``reask_after_s`` (``reask_wait``
-until then: the monitor's own alert stands meanwhile).  A dismissal suppresses the *other*
+longer count towards k, while frames after its last keyframe (or stronger) do; a dismissed type
+the student reports again on such a frame is a new question, asked again at most every
+``reask_after_s`` (``reask_wait`` until then: the monitor's own alert, if the evidence persists,
+stands meanwhile).  A dismissal suppresses the *other*
 signals (low confidence, flips) of that pattern until `suppress`'s expiry; never safety.
 
 **Calibrated confidence** (``Thresholds.calibrated``: the reports' confidence is the
@@ -97,6 +98,8 @@ class Thresholds:
     rearm_after_s: float = 2.0
     """A safety flag back after this long absent is a new onset (see `Onsets`)."""
     reask_after_s: float = 2.0
+    review_alerts: bool = True
+    """An alert the monitor raised that no teacher has seen is a safety question too (`decide`'s ``unreviewed``)."""
     """A dismissed safety pattern that persists again on later frames is asked again at most this often."""
     calibrated: bool = False
     """The reports' confidence is calibrated (probability the teacher agrees): safety evidence is
@@ -127,6 +130,7 @@ class Thresholds:
             cooloff_s=cooloff_s,
             rearm_after_s=cfg.rearm_after_s,
             reask_after_s=cfg.reask_after_s,
+            review_alerts=cfg.review_alerts,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -259,8 +263,12 @@ def _covered(pattern: frozenset[str], patterns: Mapping[frozenset[str], float], 
 
 
 def decide(
-    stats: WindowStats, thresholds: Thresholds, queue: QueueState, memory: PolicyMemory
+    stats: WindowStats, thresholds: Thresholds, queue: QueueState, memory: PolicyMemory,
+    unreviewed: frozenset[str] = frozenset(),
 ) -> tuple[Decision, PolicyMemory]:
+    """The policy's decision on the newest frame; ``unreviewed`` names the safety types the
+    monitor alerts on that no teacher has seen (with ``review_alerts`` they are asked about like
+    persisting evidence: the monitor can alert on frames the policy never analyses)."""
     now = stats.timestamp
     cooloff_s = thresholds.cooloff_s if thresholds.cooloff_s is not None else stats.window_s
     is_new_frame = memory.last_timestamp is None or now > memory.last_timestamp
@@ -286,6 +294,12 @@ def decide(
     safety_counts = {trig: sum(trig in e.triggers for e in recent) for trig in thresholds.safety_triggers}
     safety_weight = {t: w for t, w in evidence_counts(recent, thresholds).items() if t in thresholds.safety_triggers}
     persisting = frozenset(t for t in persisting_triggers(recent, thresholds) if t in thresholds.safety_triggers)
+    if thresholds.review_alerts:
+        persisting |= unreviewed & thresholds.safety_triggers
+    # A type the teacher dismissed that the student reports again on a frame after what the
+    # teacher saw is a new question: asked (at most every reask_after_s) before it persists again.
+    dismissed_before = frozenset().union(*(c.flags for c in memory.coverages)) if memory.coverages else frozenset()
+    persisting |= frozenset(t for t in dismissed_before & thresholds.safety_triggers if any(t in e.triggers for e in recent))
     any_evidence = any(e.triggers & thresholds.safety_triggers for e in recent)
 
     # -- low confidence, sustained --------------------------------------------------------
@@ -346,7 +360,6 @@ def decide(
 
     chosen: tuple[str, frozenset[str], str] | None = None
     blocked: list[tuple[str, str]] = []
-    dismissed_before = frozenset().union(*(c.flags for c in memory.coverages)) if memory.coverages else frozenset()
     for signal, flags, reason in candidates:
         if signal not in ("audit", "safety") and _covered(flags, memory.suppressed, now):
             blocked.append((signal, "suppressed"))
@@ -449,8 +462,8 @@ class EscalationPolicy:
         self.decisions = 0
         self.escalations_by_reason: dict[str, int] = {}
 
-    def evaluate(self, stats: WindowStats, queue: QueueState) -> Decision:
-        decision, self.memory = decide(stats, self._effective_thresholds(), queue, self.memory)
+    def evaluate(self, stats: WindowStats, queue: QueueState, unreviewed: frozenset[str] = frozenset()) -> Decision:
+        decision, self.memory = decide(stats, self._effective_thresholds(), queue, self.memory, unreviewed)
         self.last_decision = decision
         self.decisions += 1
         if decision.escalate:

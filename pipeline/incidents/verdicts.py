@@ -9,11 +9,13 @@ Escalation may add evidence or delay an alert; it must never erase one.  The rul
   the teacher saw, is a new question: it counts again (`covers` is False for it), so it is
   asked again (rate-limited, `may_reask`) or, unasked, alerts on its own.
 * **A verdict that contradicts itself is unverified.**  ``dismissed`` while naming a safety
-  flag (in ``safetyFlags`` or in its own observations) cannot be read both ways; it becomes
-  ``unverified`` with the named flags kept, so the alert stands (`coherent`).
-* **A confirmed alert stays confirmed.**  A later dismissal covers later frames: it may end
-  the alert (nothing persists any more), never turn what the teacher already confirmed into
-  ``dismissed`` (`review_after_dismissal`), nor back to pending (`review_on_escalation`).
+  flag it was asked about (in ``safetyFlags`` or in its own observations) cannot be read both
+  ways; it becomes ``unverified`` with the named flags kept, so the alert stands (`coherent`).
+  A dismissal that names *another* hazard dismisses what it was asked and reports the other.
+* **A dismissal ends only an alert whose evidence the teacher saw.**  An alert whose type the
+  student shows again after the covered frames stands, still pending, and is asked again; and
+  a review only moves forward (`pipeline.incidents.events.advance_review`): what the teacher
+  confirmed is never dismissed nor pending again.
 * **Scene text may raise severity, never clear an alert.**  The verdict's observations are
   free text a model wrote after looking at a scene that may itself hold text ("FIRE DRILL —
   IGNORE").  Words in them that name a hazard add that flag to the verdict; nothing in them
@@ -29,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from pipeline.records import Escalation, ReviewStatus, SafetyEvidence, Verdict, VerdictKind, normalise_flag
+from pipeline.records import Escalation, SafetyEvidence, Verdict, VerdictKind, normalise_flag
 
 #: (flags, observations) → the safety triggers they name (`evidence.match_safety` with the
 #: camera's triggers bound): passed in, so this module depends on no matcher.
@@ -55,16 +57,20 @@ class Coverage:
                 "escalation_id": self.escalation_id}
 
 
-def coherent(verdict: Verdict, match: Matcher) -> Verdict:
-    """The verdict as the pipeline may act on it.
+def coherent(verdict: Verdict, asked: Iterable[str], match: Matcher) -> Verdict:
+    """The verdict as the pipeline may act on it, for an escalation that asked about the safety
+    flags ``asked`` (canonical names; empty for a review with no safety flag).
 
-    * ``dismissed`` naming a safety flag → ``unverified`` with those flags (a contradiction
-      is no verdict, and the alert it would have ended stands);
-    * otherwise the safety flags its observations name are added to its flags (raise, never clear).
+    * ``dismissed`` naming a flag it was asked about (or, asked about none, naming any) →
+      ``unverified`` with those flags: a contradiction is no verdict, and the alert it would have
+      ended stands;
+    * otherwise the safety flags its observations name are added to its flags (raise, never
+      clear) — a dismissal of a fall that names fire dismisses the fall and reports the fire.
     """
     named = match(verdict.safety_flags, verdict.observations)
     own = frozenset(normalise_flag(f) for f in verdict.safety_flags if str(f).strip())
-    if verdict.kind == VerdictKind.DISMISSED and named:
+    asked = frozenset(asked)
+    if verdict.kind == VerdictKind.DISMISSED and named and (named & asked or not asked):
         why = f"contradictory verdict: dismissed but names {', '.join(sorted(named))}; left unverified"
         return replace(verdict, kind=VerdictKind.UNVERIFIED, safety_flags=tuple(sorted(own | named)),
                        explanation=f"{why}. {verdict.explanation}".strip())
@@ -112,18 +118,6 @@ def uncover(recent: Sequence[SafetyEvidence], coverages: Iterable[Coverage]) -> 
                  for ev in recent)
 
 
-def review_on_escalation(current: ReviewStatus) -> ReviewStatus:
-    """An open alert's review when another sequence of it goes to the teacher: pending, except
-    that a confirmed alert stays confirmed (a review never goes backwards)."""
-    return current if current == ReviewStatus.CONFIRMED else ReviewStatus.PENDING_REVIEW
-
-
-def review_after_dismissal(current: ReviewStatus) -> ReviewStatus:
-    """An alert's review once a dismissal reaches it: confirmed stays confirmed (that part was
-    seen and judged real), anything else becomes dismissed."""
-    return current if current == ReviewStatus.CONFIRMED else ReviewStatus.DISMISSED
-
-
 def may_reask(last_asked_at: float | None, now: float, reask_after_s: float) -> bool:
     """A dismissed pattern with new evidence may be asked again when the last safety question
     is at least ``reask_after_s`` old (the rate limit); until then its alert stands on its own."""
@@ -135,5 +129,5 @@ def prune(coverages: Iterable[Coverage], oldest_frame: float) -> tuple[Coverage,
     return tuple(c for c in coverages if c.until >= oldest_frame)
 
 
-__all__ = ["Coverage", "Matcher", "STRONGER_MARGIN", "coherent", "coverage_of", "covers", "may_reask", "prune", "review_after_dismissal", "review_on_escalation",
-           "uncover", "uncovered"]
+__all__ = ["Coverage", "Matcher", "STRONGER_MARGIN", "coherent", "coverage_of", "covers", "may_reask", "prune", "uncover",
+           "uncovered"]

@@ -83,7 +83,8 @@ class SlidingWindow:
             return self._stats
         confidence = _clean_confidence(report.confidence)
         gate = item.gate if item is not None else None
-        hint = gate.global_kind if gate is not None and gate.reason == GateReason.GLOBAL_CHANGE else None
+        # The gate's whole-view reading: a global change, or a first frame that is already blank (covered).
+        hint = gate.global_kind if gate is not None and gate.reason in (GateReason.GLOBAL_CHANGE, GateReason.FIRST) else None
         entry = _Entry(report=report, item=item, flags=frozenset(f for f in report.flags if f), confidence=confidence,
                        evidence=self.reader.read(report, confidence, hint))
         entries = self._entries

@@ -58,7 +58,8 @@ def event_from_json(data: Mapping[str, Any]) -> Event:
                  state=str(data.get("state", "")), start=float(data["start"]), end=None if end is None else float(end),
                  flags=tuple(str(f) for f in data.get("flags", ())), peak_confidence=float(data.get("peak_confidence") or 0.0),
                  reasons=tuple(str(r) for r in data.get("reasons", ())), review=ReviewStatus(data.get("review", "not_reviewed")),
-                 explanation=str(data.get("explanation", "")), snapshot=data.get("snapshot"))
+                 explanation=str(data.get("explanation", "")), snapshot=data.get("snapshot"),
+                 previous_id=data.get("previous_id"))
 
 
 def record_feedback(ctx: ReviewContext, event_id: str, choice: str, note: str) -> FeedbackResult:
