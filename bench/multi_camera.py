@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from pipeline.clock import SystemClock  # noqa: E402
 from pipeline.config import CameraConfig, settings_from_dict  # noqa: E402
 from pipeline.memory import limit_malloc_arenas  # noqa: E402
-from pipeline.runner import Runner, select_backends  # noqa: E402
+from pipeline.runner import Runner
+from pipeline.analyzers.backends import select_backends
 from servers import start_mjpeg  # noqa: E402
 
 

@@ -28,7 +28,8 @@ from pipeline.config import Settings  # noqa: E402
 from tools.evaluation import DEMO_LABELS, Variant, make_backends, policy_factory, variant_settings  # noqa: E402
 from tools.labels import load_labels  # noqa: E402
 from pipeline.records import EncodedFrame, Escalation, FrameReport, Verdict  # noqa: E402
-from pipeline.runner import Backends, Runner  # noqa: E402
+from pipeline.analyzers.backends import Backends
+from pipeline.runner import Runner
 
 
 class Timed:

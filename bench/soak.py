@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 from pipeline.clock import SystemClock  # noqa: E402
 from pipeline.config import CameraConfig, settings_from_dict  # noqa: E402
 from pipeline.memory import limit_malloc_arenas  # noqa: E402
-from pipeline.runner import Runner, select_backends  # noqa: E402
+from pipeline.runner import Runner
+from pipeline.analyzers.backends import select_backends
 
 
 def rss_mib() -> float:

@@ -176,7 +176,8 @@ def cmd_run(argv: Sequence[str]) -> int:
                          "a webcam index or a stream URL (see --help)")
 
     from pipeline.clock import SystemClock
-    from pipeline.runner import Runner, is_stream_url, select_backends
+    from pipeline.runner import Runner, is_stream_url
+    from pipeline.analyzers.backends import select_backends
     from pipeline.sinks.files import earlier_run, prepare_out_dir
     from pipeline.sources.capture import open_source
 

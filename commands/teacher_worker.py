@@ -53,7 +53,7 @@ def _worker_settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_teacher_worker(argv: Sequence[str]) -> int:
-    from pipeline.runner import select_backends
+    from pipeline.analyzers.backends import select_backends
 
     args = _parser().parse_args(argv)
     if args.added_latency_ms < 0 or (args.max_requests is not None and args.max_requests < 1):

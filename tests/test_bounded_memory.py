@@ -15,7 +15,9 @@ from helpers_video import frame_of, textured_background
 from pipeline.clock import ManualClock
 from pipeline.config import settings_from_dict
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
-from pipeline.runner import CameraPipeline, Outputs, select_backends
+from pipeline.camera_pipeline import CameraPipeline
+from pipeline.sinks.outputs import Outputs
+from pipeline.analyzers.backends import select_backends
 from pipeline.teacher.queue import TeacherQueue
 
 _SIZED = (list, dict, deque, set, frozenset, tuple)

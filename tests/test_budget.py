@@ -277,7 +277,8 @@ def test_runner_with_the_budget_sends_the_final_frame_to_the_student(tmp_path) -
     from fixtures.demo import write_video
     from pipeline.clock import ManualClock
     from pipeline.config import Settings
-    from pipeline.runner import Runner, select_backends
+    from pipeline.runner import Runner
+    from pipeline.analyzers.backends import select_backends
 
     video = tmp_path / "crossing.avi"
     write_video(video, crossing_scene(), 5.0, FPS)
@@ -310,7 +311,7 @@ def test_a_held_global_change_sent_with_a_later_frame_keeps_its_kind_tamper_firs
 
 
 def test_the_text_summary_shows_the_budgets_counters() -> None:
-    from pipeline.runner import RunSummary
+    from pipeline.sinks.run_summary import RunSummary
 
     summary = RunSummary(source="clip.mp4", camera="cam0", student="offline", teacher="offline")
     assert "keyframe budget" not in summary.render()

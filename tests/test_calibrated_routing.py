@@ -156,7 +156,8 @@ def test_a_learner_that_is_not_mapping_leaves_a_calibrated_policy_calibrated(tmp
     from pipeline.clock import ManualClock
     from pipeline.config import Settings
     from pipeline.incidents.escalation import Thresholds
-    from pipeline.runner import Runner, select_backends
+    from pipeline.runner import Runner
+    from pipeline.analyzers.backends import select_backends
 
     video = make_clip(tmp_path / "clip.avi", 20, 10.0)
     settings = Settings.model_validate({"student": {"backend": "offline"}, "teacher": {"backend": "offline"},

@@ -164,7 +164,7 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
 
 
 def test_the_summary_counts_reports_by_the_backend_that_made_them() -> None:
-    from pipeline.runner import _render_backend_counts
+    from pipeline.sinks.run_summary import _render_backend_counts
 
     assert _render_backend_counts({"ollama": 6, "offline": 59}) == " — reports: ollama 6, offline 59 after the breaker opened"
     assert _render_backend_counts({"offline": 65}) == " — 65 reports"

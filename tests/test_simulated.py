@@ -103,7 +103,7 @@ def test_student_reports_and_teacher_verdicts() -> None:
 
 
 def test_monitoring_refuses_the_simulated_backend() -> None:
-    from pipeline.runner import select_backends
+    from pipeline.analyzers.backends import select_backends
 
     settings = Settings.model_validate({"student": {"backend": "simulated"}})
     with pytest.raises(ConfigError, match="simulated"):

@@ -299,7 +299,8 @@ def test_sighup_reload_switches_the_ollama_student_to_the_active_skill(monkeypat
     from pipeline.analyzers.prompts import STUDENT_PROMPT, SystemPrompt
     from pipeline.clock import ManualClock
     from pipeline.config import Settings
-    from pipeline.runner import Backends, Runner
+    from pipeline.analyzers.backends import Backends
+    from pipeline.runner import Runner
 
     clock = ManualClock()
     settings = Settings()

@@ -13,7 +13,10 @@ from pipeline.clock import ManualClock
 from pipeline.config import Settings, settings_from_dict
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
 from pipeline.records import EncodedFrame, Escalation, FrameReport, StudentAnswer, Verdict
-from pipeline.runner import Backends, CameraPipeline, Outputs, Runner
+from pipeline.analyzers.backends import Backends
+from pipeline.camera_pipeline import CameraPipeline
+from pipeline.sinks.outputs import Outputs
+from pipeline.runner import Runner
 from pipeline.teacher.queue import TeacherQueue
 
 

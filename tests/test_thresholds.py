@@ -332,10 +332,11 @@ def test_mean_luma_tracks_brightness() -> None:
 
 def test_a_periods_gate_noise_floor_reaches_the_running_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The runner hands the period's gate_block_min_change to the change gate it is running."""
-    import pipeline.runner as runner_module
+    import pipeline.camera_pipeline as runner_module
     from helpers_video import numbered_frame, write_video
     from pipeline.frames.gate import ChangeGate
-    from pipeline.runner import Runner, select_backends
+    from pipeline.runner import Runner
+    from pipeline.analyzers.backends import select_backends
 
     seen: list[float] = []
 

@@ -118,7 +118,8 @@ def _run(tmp_path: Path, name: str, teacher: DismissingTeacher | None) -> tuple[
     from helpers_video import make_clip
     from pipeline.clock import ManualClock
     from pipeline.config import Settings
-    from pipeline.runner import Backends, Runner
+    from pipeline.analyzers.backends import Backends
+    from pipeline.runner import Runner
     from tools.baselines import NeverEscalate
 
     video = tmp_path / "fire.avi"

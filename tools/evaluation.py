@@ -368,7 +368,7 @@ BackendFactory = Callable[[Settings, ClipLabels, int, bool], Any]
 
 def make_backends(pair: str, settings: Settings, clip: ClipLabels, seed: int, teacher_slot: bool, clock: Clock) -> Any:
     """`Backends` for one run; ``teacher_slot`` puts the teacher in the student's place."""
-    from pipeline.runner import Backends
+    from pipeline.analyzers.backends import Backends
 
     if pair == "simulated":
         from tools.simulated import SimulatedStudent, SimulatedTeacher
@@ -385,7 +385,7 @@ def make_backends(pair: str, settings: Settings, clip: ClipLabels, seed: int, te
             else OfflineStudent(settings.offline, settings.zones, clock)
         return Backends(student=student, teacher=teacher, notices=["student and teacher: the embedded offline analyzers"])
     if pair == "ollama":
-        from pipeline.runner import select_backends
+        from pipeline.analyzers.backends import select_backends
 
         forced = settings.model_copy(update={
             "student": settings.student.model_copy(update={"backend": "ollama"}),

@@ -25,7 +25,7 @@ Everything is a pure function of (seed, role, clip, timestamp): the random numbe
 drawn once per 50 ms cell when the model is built, so answers do not depend on call order
 or threads.  Latency is the configured figure, reported, never slept.
 
-The runner refuses ``simulated`` for monitoring (`pipeline.runner.select_backends`); only
+The runner refuses ``simulated`` for monitoring (`pipeline.analyzers.backends.select_backends`); only
 `tools.evaluation` builds these, straight into `Backends`.
 """
 
