@@ -138,6 +138,19 @@ def mosquitto_available() -> bool:
     return shutil.which("mosquitto") is not None
 
 
+def _listening(server: ServerProcess, timeout_s: float) -> bool:
+    """Wait until the server's port accepts connections; kill it (and say False) if it exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            break
+        if port_open(server.port):
+            return True
+        time.sleep(0.01)
+    server.kill()
+    return False
+
+
 def start_mosquitto(
     workdir: Path, port: int | None = None, timeout_s: float = 5.0, users: dict[str, str] | None = None
 ) -> ServerProcess:
@@ -162,14 +175,8 @@ def start_mosquitto(
     conf.write_text("\n".join(lines) + "\n")
     proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
     server = ServerProcess(proc, port, "mosquitto")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        if port_open(port):
-            return server
-        time.sleep(0.01)
-    server.kill()
+    if _listening(server, timeout_s):
+        return server
     raise RuntimeError(f"mosquitto did not listen on {port} within {timeout_s:g} s (rc={proc.returncode})")
 
 
@@ -190,14 +197,8 @@ def start_redis(workdir: Path, port: int | None = None, timeout_s: float = 10.0)
            "--daemonize", "no", "--logfile", str(workdir / "redis.log"), "--maxmemory", "256mb"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
     server = ServerProcess(proc, port, "redis-server")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        if port_open(port):
-            return server
-        time.sleep(0.01)
-    server.kill()
+    if _listening(server, timeout_s):
+        return server
     log = (workdir / "redis.log").read_text(errors="replace")[-500:] if (workdir / "redis.log").exists() else ""
     raise RuntimeError(f"redis-server did not listen on {port} within {timeout_s:g} s (rc={proc.returncode}): {log}")
 
