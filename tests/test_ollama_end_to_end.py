@@ -84,8 +84,12 @@ def test_demo_through_the_ollama_protocol_server(tmp_path: Path) -> None:
     lamp = [e for e in by_type.get("fire", []) if 30.0 <= e["start"] <= 36.0]
     assert lamp and all(e["review"] == "dismissed" for e in lamp), lamp
     # The growing fire (38-46 s): confirmed, with the teacher's explanation.
-    fire = [e for e in by_type.get("fire", []) if 38.0 <= e["start"] <= 46.0]
-    assert fire and fire[0]["review"] == "confirmed" and "grows" in fire[0]["explanation"], fire
+    # The teacher may dismiss the first look, taken while the keyframes still show mostly the lamp;
+    # the student's later, stronger evidence is a new question (issue 17: escalation may delay an
+    # alert, never erase one), so the fire ends up confirmed within 3 s of its start (38 s).
+    fire = sorted((e for e in by_type.get("fire", []) if 38.0 <= e["start"] <= 46.0), key=lambda e: e["start"])
+    assert fire and fire[-1]["review"] == "confirmed" and "grows" in fire[-1]["explanation"], fire
+    assert fire[-1]["start"] <= 41.0, fire
     # The covered lens (50-54 s): tamper, confirmed.
     tamper = [e for e in by_type.get("tamper", []) if 50.0 <= e["start"] <= 52.0]
     assert tamper and tamper[0]["review"] == "confirmed", tamper
