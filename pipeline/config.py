@@ -135,6 +135,8 @@ class EscalationConfig(_Section):
     reask_after_s: float = Field(2.0, ge=0, le=3600, description="A dismissed safety pattern that persists again on frames after the teacher's last keyframe is asked again at most this often (its alert stands meanwhile).")
     review_alerts: bool = Field(True, description="An alert the monitor raised on the student's word alone (a flag carried over gate-skipped frames, a tamper the gate backs) and still unreviewed at the next analysed frame goes to the teacher too, so no alert is left unreviewed while the teacher is reachable.")
     rearm_after_s: float = Field(2.0, ge=0, le=3600, description="A safety flag that returns after an analysed frame without it, and after being absent this long, is a new onset: earlier dismissals and escalations of it no longer hold it back.")
+    reask_when_due: bool = Field(True, description="A dismissed safety type seen again while the re-ask rate limit holds is owed a question: asked as soon as reask_after_s allows, while its evidence is still in the window (not dropped when it stops persisting).")
+    ask_at_end: bool = Field(True, description="When a source ends, safety evidence of its last persistence_n frames that no verdict covers is asked of the teacher even if it never persisted (a flag on a clip's last frame, a scene cut just before a camera is lost).")
 
     @model_validator(mode="after")
     def _k_le_n(self) -> "EscalationConfig":
