@@ -330,6 +330,8 @@ class CameraPipeline:
                                  reason=result.escalation.reason)
             if coverage is not None:
                 self.policy.cover(coverage)
+        elif verdict.kind == VerdictKind.CONFIRMED and hasattr(self.policy, "confirm"):  # baselines have no memory of it
+            self.policy.confirm(self._match_safety(verdict.safety_flags, ()))
         if verdict.explanation:
             self._explanation = verdict.explanation
         if self.learner is not None:

@@ -103,6 +103,8 @@ class Thresholds:
     """A dismissed safety pattern that persists again on later frames is asked again at most this often."""
     reask_when_due: bool = True
     """A re-ask the rate limit held back is owed: asked once the limit allows, while its evidence is in the window."""
+    hold_confirmed: bool = True
+    """A safety type the teacher confirmed is not asked again while its evidence goes on (re-armed by a new onset)."""
     ask_at_end: bool = True
     """When the source ends, safety evidence of the last n frames no teacher has answered is asked (`decide`'s ``final``)."""
     calibrated: bool = False
@@ -137,6 +139,7 @@ class Thresholds:
             review_alerts=cfg.review_alerts,
             reask_when_due=cfg.reask_when_due,
             ask_at_end=cfg.ask_at_end,
+            hold_confirmed=cfg.hold_confirmed,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -218,6 +221,8 @@ class PolicyMemory:
     """What the teacher's dismissals covered (frames up to their last keyframe): not safety evidence again."""
     owed: frozenset[str] = frozenset()
     """Dismissed safety types seen again whose re-ask the rate limit held back: asked when due."""
+    confirmed: frozenset[str] = frozenset()
+    """Safety types the teacher confirmed whose evidence has gone on since (no new onset, not gone quiet)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +329,8 @@ def decide(
     ask_now = final and thresholds.ask_at_end
     if ask_now:
         persisting |= frozenset().union(*(e.triggers for e in recent)) & thresholds.safety_triggers if recent else frozenset()
+    # A confirmed type stays answered while its evidence goes on: a new onset or a quiet spell re-arms it.
+    confirmed = (memory.confirmed - new_onsets) if any_evidence and thresholds.hold_confirmed else frozenset()
 
     # -- low confidence, sustained --------------------------------------------------------
     window_trace = evidence[-max(stats.n_reports, 1):]
@@ -394,6 +401,9 @@ def decide(
             blocked.append((signal, "reask_wait"))
             owed |= flags & dismissed_before & in_window if thresholds.reask_when_due else frozenset()
             continue
+        if signal == "safety" and flags <= confirmed:
+            blocked.append((signal, "confirmed_ongoing"))
+            continue
         if signal == "safety":
             recent = _covered(flags, memory.escalated_patterns, now, since=now - cooloff_s)
         elif signal == "scene_change":
@@ -441,6 +451,7 @@ def decide(
         onsets=onsets,
         coverages=prune(memory.coverages, now - stats.window_s),
         owed=owed,
+        confirmed=confirmed,
     )
 
     if chosen is not None:
@@ -506,12 +517,16 @@ class EscalationPolicy:
             self.escalations_by_reason[decision.reason] = self.escalations_by_reason.get(decision.reason, 0) + 1
         return decision
 
+    def confirm(self, flags: frozenset[str]) -> None:
+        """The teacher confirmed these safety types: not asked again while their evidence goes on."""
+        self.memory = replace(self.memory, confirmed=self.memory.confirmed | flags)
+
     def cover(self, coverage: Coverage) -> None:
         """After a dismissal of a safety pattern: the frames it covered no longer count as
         evidence, and the pattern may be asked again (at the re-ask rate) on later frames."""
         patterns = {p: t for p, t in self.memory.escalated_patterns.items() if not (p & coverage.flags)}
         self.memory = replace(self.memory, coverages=self.memory.coverages + (coverage,),
-                              escalated_patterns=_frozen_map(patterns))
+                              escalated_patterns=_frozen_map(patterns), confirmed=self.memory.confirmed - coverage.flags)
 
     def suppress(self, flags: Iterable[str], until: float, reason: str | None = None) -> None:
         """After a dismissal: the pattern ``flags`` does not escalate on its non-safety signals

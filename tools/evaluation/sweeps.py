@@ -16,9 +16,11 @@ from tools.evaluation.runs import Variant
 SWEEPS = ("none", "thresholds", "models", "all")
 SWEEP_MIN_CONFIDENCE = (0.5, 0.6, 0.8, 0.9)
 SWEEP_PERSISTENCE = ((1, 3), (3, 4))
-SWEEP_MAX_KEYFRAMES = (1, 3)
+SWEEP_MAX_KEYFRAMES = (3, 6)
 SWEEP_AUDIT_EVERY = (30, 480)
-SWEEP_SAMPLE_FPS = (1.0, 0.5)
+SWEEP_SAMPLE_FPS = (1.5, 1.0, 0.5, 0.25)
+#: Alert on the first flagged frame (persistence 1 of 3) at lower sample rates: the cheap, early end of the curve.
+SWEEP_FIRST_FLAG_FPS = (1.0, 0.5, 0.25)
 SWEEP_FIXED_INTERVAL_S = (1.0, 2.0, 5.0, 10.0, 20.0)
 #: Confidence settings the simulated pair is run at by default (``--informativeness``).
 INFORMATIVENESS = (0.0, 0.5)
@@ -38,6 +40,9 @@ def variants_for(policies: Sequence[str], sweep: str) -> list[Variant]:
             out += [Variant("ours", f"ours@audit_every={a}", overrides={"escalation": {"audit_every": a}})
                     for a in SWEEP_AUDIT_EVERY]
             out += [Variant("ours", f"ours@sample_fps={f:g}", overrides={"capture": {"sample_fps": f}}) for f in SWEEP_SAMPLE_FPS]
+            out += [Variant("ours", f"ours@persistence=1/3,sample_fps={f:g}",
+                            overrides={"escalation": {"persistence_k": 1, "persistence_n": 3}, "capture": {"sample_fps": f}})
+                    for f in SWEEP_FIRST_FLAG_FPS]
         if "confidence_only" in policies:
             out += [Variant("confidence_only", f"confidence_only@min_conf={c:g}", min_confidence=c) for c in SWEEP_MIN_CONFIDENCE]
         if "fixed_interval" in policies:
@@ -58,5 +63,5 @@ def cost_quality_points(blocks: Sequence[Any]) -> list[dict[str, Any]]:
     return points
 
 
-__all__ = ["INFORMATIVENESS", "SWEEPS", "SWEEP_FIXED_INTERVAL_S", "SWEEP_INFORMATIVENESS", "SWEEP_MAX_KEYFRAMES",
+__all__ = ["INFORMATIVENESS", "SWEEPS", "SWEEP_FIRST_FLAG_FPS", "SWEEP_FIXED_INTERVAL_S", "SWEEP_INFORMATIVENESS", "SWEEP_MAX_KEYFRAMES",
            "SWEEP_MIN_CONFIDENCE", "SWEEP_STUDENT_ACCURACY", "cost_quality_points", "variants_for"]
