@@ -10,6 +10,7 @@ thumbnails) are replayed from one decode of the clip; everything after them runs
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,9 +174,10 @@ def run_variant(variant: Variant, *, pair: str, base: Settings, labels: LabelSet
 
     clock = clock or SystemClock()
     settings = variant_settings(base, variant, clip_index, out_dir)
-    # The sinks append: a run folder reused from an earlier evaluation must start empty.
-    for stale in ("events.jsonl", "decisions.jsonl", "summary.json", "metrics.json"):
-        (out_dir / stale).unlink(missing_ok=True)
+    # A run folder reused from an earlier evaluation must start empty: the sinks append, and the
+    # adaptive thresholds' feedback state and the agreement store there would carry into this run.
+    if out_dir.is_dir():
+        shutil.rmtree(out_dir)
     teacher_slot = variant.policy in TEACHER_SLOT
     backends = make_backends(pair, settings, clip, seed, teacher_slot, clock)
     runner = Runner(settings, backends, clock=clock, policy_factory=policy_factory(variant))

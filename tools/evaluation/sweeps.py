@@ -20,7 +20,7 @@ SWEEP_MAX_KEYFRAMES = (3, 6)
 SWEEP_AUDIT_EVERY = (30, 480)
 SWEEP_SAMPLE_FPS = (1.5, 1.0, 0.5, 0.25)
 #: Alert on the first flagged frame (persistence 1 of 3) at lower sample rates: the cheap, early end of the curve.
-SWEEP_FIRST_FLAG_FPS = (1.0, 0.5, 0.25)
+SWEEP_FIRST_FLAG_FPS = (1.0, 0.75, 0.5, 0.25)
 SWEEP_FIXED_INTERVAL_S = (1.0, 2.0, 5.0, 10.0, 20.0)
 #: Confidence settings the simulated pair is run at by default (``--informativeness``).
 INFORMATIVENESS = (0.0, 0.5)
