@@ -16,7 +16,7 @@ from tools.evaluation.runs import Variant
 SWEEPS = ("none", "thresholds", "models", "all")
 SWEEP_MIN_CONFIDENCE = (0.5, 0.6, 0.8, 0.9)
 SWEEP_PERSISTENCE = ((1, 3), (3, 4))
-SWEEP_MAX_KEYFRAMES = (3, 6)
+SWEEP_MAX_KEYFRAMES = (1, 6)
 SWEEP_AUDIT_EVERY = (30, 480)
 SWEEP_SAMPLE_FPS = (1.5, 1.0, 0.5, 0.25)
 #: Alert on the first flagged frame (persistence 1 of 3) at lower sample rates: the cheap, early end of the curve.
@@ -39,9 +39,13 @@ def variants_for(policies: Sequence[str], sweep: str) -> list[Variant]:
                     for m in SWEEP_MAX_KEYFRAMES]
             out += [Variant("ours", f"ours@audit_every={a}", overrides={"escalation": {"audit_every": a}})
                     for a in SWEEP_AUDIT_EVERY]
-            out += [Variant("ours", f"ours@sample_fps={f:g}", overrides={"capture": {"sample_fps": f}}) for f in SWEEP_SAMPLE_FPS]
-            out += [Variant("ours", f"ours@persistence=1/3,sample_fps={f:g}",
-                            overrides={"escalation": {"persistence_k": 1, "persistence_n": 3}, "capture": {"sample_fps": f}})
+            # The cheap end of the curve: lower sample rates with one keyframe per question, alerting
+            # at k of n as configured or on the first flagged frame.
+            out += [Variant("ours", f"ours@sample_fps={f:g},max_keyframes=1",
+                            overrides={"capture": {"sample_fps": f}, "teacher": {"max_keyframes": 1}}) for f in SWEEP_SAMPLE_FPS]
+            out += [Variant("ours", f"ours@persistence=1/3,sample_fps={f:g},max_keyframes=1",
+                            overrides={"escalation": {"persistence_k": 1, "persistence_n": 3}, "capture": {"sample_fps": f},
+                                       "teacher": {"max_keyframes": 1}})
                     for f in SWEEP_FIRST_FLAG_FPS]
         if "confidence_only" in policies:
             out += [Variant("confidence_only", f"confidence_only@min_conf={c:g}", min_confidence=c) for c in SWEEP_MIN_CONFIDENCE]
