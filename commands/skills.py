@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from pipeline.config import load_settings, settings_from_dict
+    from pipeline.config.loading import load_settings, settings_from_dict
 
     settings = load_settings(args.config)
     data = settings.model_dump()

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any, Callable
 from pipeline.analyzers.student_pool import StudentPool
 from pipeline.clock import Clock, SystemClock
-from pipeline.config import Settings
+from pipeline.config.settings import Settings
 from pipeline.frames.budget import BudgetDecision, KeyframeBudget
 from pipeline.frames.encode import encode_frame, slim_encoded
 from pipeline.frames.gate import ChangeGate

@@ -19,7 +19,8 @@ from typing import Any, Callable
 from pipeline.analyzers.fallback import FallbackStudent
 from pipeline.analyzers.skill_files import load_active_prompt
 from pipeline.clock import Clock, SystemClock
-from pipeline.config import CameraConfig, Settings
+from pipeline.config.cameras import CameraConfig
+from pipeline.config.settings import Settings
 from pipeline.errors import SourceError, UsageError
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
 from pipeline.learning.agreement_store import StoreError

@@ -47,7 +47,8 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pipeline.config import EscalationConfig, StatesConfig
+from pipeline.config.escalation import EscalationConfig
+from pipeline.config.states import StatesConfig
 from pipeline.incidents.escalation import FixedThresholds, Onsets, Thresholds, ThresholdSource, track_onsets
 from pipeline.incidents.events import EventBook, EventIds, OpenEvent, fold
 from pipeline.incidents.evidence import gate_corroborated, match_safety, persisting

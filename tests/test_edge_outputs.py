@@ -171,7 +171,7 @@ def test_the_summary_counts_reports_by_the_backend_that_made_them() -> None:
 
 
 def test_the_window_keeps_the_model_size_copy_not_the_full_decode() -> None:
-    from pipeline.config import EncodeConfig
+    from pipeline.config.encode import EncodeConfig
     from pipeline.frames.encode import encode_frame, slim_encoded
     from pipeline.records import Frame, GateDecision, GateReason
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import EscalationConfig
+from pipeline.config.escalation import EscalationConfig
 from pipeline.incidents.verdicts import Coverage
 from pipeline.incidents.evidence import EvidenceReader
 from pipeline.incidents.escalation import EscalationPolicy, PolicyMemory, QueueState, Thresholds, backpressure_level, decide, suppress

@@ -207,7 +207,7 @@ def test_event_f1_weighs_safety_events_and_alerts_three_times() -> None:
 
 
 def test_cost_model_charges_calls_images_and_tokens() -> None:
-    from pipeline.config import CostConfig
+    from pipeline.config.cost import CostConfig
 
     cost = CostConfig()
     assert cost.student_s(1, 1) == pytest.approx(0.110)

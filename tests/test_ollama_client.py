@@ -38,7 +38,7 @@ from pipeline.analyzers.ollama_client import (
 )
 from pipeline.analyzers.prompts import STUDENT_PROMPT, TEACHER_PROMPT
 from pipeline.clock import ManualClock, SystemClock
-from pipeline.config import StudentConfig, TeacherConfig
+from pipeline.config.models import StudentConfig, TeacherConfig
 from pipeline.records import (
     MODEL_ERROR_FLAG,
     EncodedFrame,

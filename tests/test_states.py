@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.config import EscalationConfig, StatesConfig
+from pipeline.config.escalation import EscalationConfig
+from pipeline.config.states import StatesConfig
 from pipeline.incidents.escalation import FixedThresholds, Thresholds
 from pipeline.incidents.evidence import activity_kind
 from pipeline.records import Event, FrameReport, ReviewStatus, Transition, Verdict, VerdictKind

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from pipeline.clock import ManualClock
-from pipeline.config import Settings, settings_from_dict
+from pipeline.config.loading import settings_from_dict
+from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
 from pipeline.incidents.escalation import QueueState
 from pipeline.incidents.thresholds import LOW_CONFIDENCE_KEY, ThresholdController

@@ -26,7 +26,9 @@ from pipeline.analyzers.ollama_client import (
     timed_image_call,
 )
 from pipeline.clock import Clock
-from pipeline.config import EncodeConfig, ModelEndpoint, Settings
+from pipeline.config.encode import EncodeConfig
+from pipeline.config.models import ModelEndpoint
+from pipeline.config.settings import Settings
 
 log = logging.getLogger("edgewatch.doctor")
 

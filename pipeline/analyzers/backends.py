@@ -10,7 +10,7 @@ from pipeline.analyzers.fallback import CircuitBreaker, FallbackStudent
 from pipeline.analyzers.offline import OfflineStudent, OfflineTeacher
 from pipeline.analyzers.skill_files import load_active_prompt
 from pipeline.clock import Clock
-from pipeline.config import Settings
+from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError, EdgewatchError
 
 

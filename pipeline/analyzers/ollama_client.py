@@ -38,7 +38,7 @@ from pipeline.analyzers.prompts import (
     teacher_user_text,
 )
 from pipeline.clock import Clock, SystemClock
-from pipeline.config import ModelEndpoint, StudentConfig, TeacherConfig
+from pipeline.config.models import ModelEndpoint, StudentConfig, TeacherConfig
 from pipeline.errors import EdgewatchError
 from pipeline.masking import mask_url
 from pipeline.records import EncodedFrame, Escalation, FrameReport, StudentAnswer, TeacherAnswer, Verdict

@@ -39,7 +39,8 @@ from typing import Any, Iterable
 
 
 from pipeline.clock import Clock
-from pipeline.config import AdaptiveConfig, Settings, ThresholdProfile
+from pipeline.config.adaptive import AdaptiveConfig, ThresholdProfile
+from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError, UsageError
 from pipeline.incidents.escalation import MAX_BAR, QueueState, Thresholds
 from pipeline.records import normalise_flag

@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from pipeline.incidents.evidence import EvidenceReader
-from pipeline.config import DEFAULT_SAFETY_TRIGGERS
+from pipeline.config.escalation import DEFAULT_SAFETY_TRIGGERS
 from pipeline.records import EncodedFrame, FrameReport, GateReason, SafetyEvidence, WindowStats
 
 log = logging.getLogger("edgewatch.window")

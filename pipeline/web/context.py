@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.learning.agreement_store import AgreementStore, store_path_for
 from pipeline.clock import Clock
-from pipeline.config import Settings
+from pipeline.config.settings import Settings
 from pipeline.web.index import RunIndex
 
 log = logging.getLogger("edgewatch.web")
