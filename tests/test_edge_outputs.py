@@ -111,7 +111,7 @@ def test_passwords_with_url_delimiters_are_masked(password: str) -> None:
 
 
 def test_a_token_in_an_ollama_host_url_is_masked() -> None:
-    from pipeline.analyzers.ollama_client import mask_host
+    from pipeline.analyzers.model_failures import mask_host
 
     assert mask_host("https://gpu.example:443/?token=s3cret") == "https://gpu.example:443/?token=***"
 
