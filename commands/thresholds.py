@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from commands.parsing import ArgumentParser
-from pipeline.incidents.thresholds import ThresholdController, resolve_state_path
+from pipeline.incidents.threshold_state import resolve_state_path
+from pipeline.incidents.thresholds import ThresholdController
 
 
 def _format_values(values: Mapping[str, Any]) -> str:
