@@ -30,7 +30,8 @@ from pipeline.sinks.decision_log import (BackendSwitch, EscalationSent, FrameDec
                                          VerdictReceived)
 from pipeline.sources.capture import Sampler
 from pipeline.teacher.queue import TeacherQueue
-from states.monitor import CameraMonitor, MonitorOutput
+from states.monitor import CameraMonitor
+from states.monitor_records import MonitorOutput
 from pipeline.analyzers.backends import Backends, describe_backend
 from pipeline.sinks.outputs import Outputs
 from pipeline.sinks.run_summary import RunSummary
