@@ -70,7 +70,7 @@ class ReviewContext:
         if not ids:
             start = float(event.get("start") or 0.0)
             end = event.get("end")
-            ids = [str(d.get("id")) for d in self.index.decisions(str(event.get("camera")), ["escalation"], start,
+            ids = [str(d.id) for d in self.index.decisions(str(event.get("camera")), ["escalation"], start,
                                                                   None if end is None else float(end))]
         return list(dict.fromkeys(ids))
 
