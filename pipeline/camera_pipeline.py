@@ -200,7 +200,6 @@ class CameraPipeline:
     # -- reports → window → monitor → policy ------------------------------------------------
 
     def _handle_reports(self, ready: list[tuple[EncodedFrame, FrameReport]]) -> None:
-        s = self.settings
         for item, report in ready:
             self.summary.frames_analysed += 1
             self._latency_total_ms += report.latency_ms

@@ -161,7 +161,7 @@ class Runner:
     def _open_outputs(self) -> tuple[Path, Outputs, Any, Any]:
         s = self.settings
         out_dir = prepare_out_dir(Path(s.output.out_dir))
-        mqtt = metrics = server = None
+        mqtt = metrics = None
         if s.mqtt.enabled:
             from pipeline.sinks.mqtt import MqttSink
 

@@ -193,4 +193,5 @@ def test_a_truncated_file_is_flagged_in_the_summary(tmp_path: Path) -> None:
     assert summary["source_truncated"] and "unreadable" in summary["source_truncated"]
     assert "source ended early" in proc.stdout
     whole = run_cli(str(full), "--out", str(tmp_path / "out2"), "--student", "offline", "--teacher", "offline", "--quiet")
+    assert whole.returncode == 0, whole.stderr
     assert json.loads((tmp_path / "out2" / "summary.json").read_text())["source_truncated"] is None
