@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.config.zones import Zone
+from pipeline.config import Zone
 
 
 class ZoneBook:
