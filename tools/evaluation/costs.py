@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pipeline.config import CostConfig
+from pipeline.config.cost import CostConfig
 from pipeline.sinks.decision_log import EscalationSent, FrameDecision, VerdictReceived
 
 
