@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 from pipeline.config import EscalationConfig, StatesConfig
 from pipeline.incidents.escalation import FixedThresholds, Onsets, Thresholds, ThresholdSource, track_onsets
+from pipeline.incidents.end_of_input import cut_short
 from pipeline.incidents.events import EventBook, EventIds, OpenEvent, fold
 from pipeline.incidents.evidence import gate_corroborated, match_safety, persisting
 from pipeline.incidents.verdicts import Coverage, prune, uncover, uncovered
@@ -295,8 +296,13 @@ class CameraMonitor:
         return self._flush()
 
     def close(self, timestamp: float) -> MonitorOutput:
-        """End of input: end every open event."""
-        self.book.end_all(self._time(timestamp), "input ended")
+        """End of input: a safety flag the input cut short is decided on what was seen; then end every open event."""
+        t = self._time(timestamp)
+        for kind, onset, seen in cut_short(self._stats, self._live_now(self._stats) if self._stats else frozenset(),
+                                           self.book.alerts, self.thresholds.current().persistence_n, t):
+            self._open_alert(kind, onset, f"{kind} in the last {seen} report(s) when the input ended, before "
+                                          f"persistence could be judged: decided on the evidence seen")
+        self.book.end_all(t, "input ended")
         return self._flush()
 
     def unreviewed_alerts(self) -> frozenset[str]:
@@ -666,8 +672,14 @@ class CameraMonitor:
         self.open_incident_id = f"{self.camera}-incident-{self._incident_counter:05d}"
 
     def _open_activity(self, stats: WindowStats, t: float, reason: str) -> None:
-        self.book.open_activity(self._activity_kind(stats) or "motion", float(stats.timestamp), t, stats.active_flags,
-                                stats.confidence_last, reason)
+        self.book.open_activity(self._activity_kind(stats) or "motion", float(stats.timestamp), t,
+                                self._activity_flags(stats), stats.confidence_last, reason)
+
+    def _activity_flags(self, stats: WindowStats) -> frozenset[str]:
+        """The report's flags an activity event carries: not the safety ones.  A safety flag is its
+        alert event's business, with that event's own start; on an activity line that began long
+        before, it would date the hazard to the activity's start."""
+        return frozenset(f for f in stats.active_flags if not self._triggers_in(frozenset({f})))
 
     def _open_alert(self, kind: str, t: float, reason: str, *, review: ReviewStatus = Review.NOT_REVIEWED,
                     explanation: str = "", confidence: float | None = None, escalation_ids: Iterable[str] = ()) -> OpenEvent:
@@ -696,7 +708,7 @@ class CameraMonitor:
             if self.book.activity is None and self._is("watching"):
                 self._open_activity(stats, t, f"activity ({activity}) while {self.state}")
             else:
-                self.book.see_activity(activity, t, stats.active_flags, conf)
+                self.book.see_activity(activity, t, self._activity_flags(stats), conf)
         alerting = self._is("alerting")
         for kind, ev in list(self.book.alerts.items()):
             if kind in flags:
