@@ -50,8 +50,8 @@ from dataclasses import dataclass
 from pipeline.config import EscalationConfig, StatesConfig
 from pipeline.incidents.escalation import FixedThresholds, Onsets, Thresholds, ThresholdSource, track_onsets
 from pipeline.incidents.end_of_input import cut_short
-from pipeline.incidents.events import EventBook, EventIds, OpenEvent, fold
-from pipeline.incidents.evidence import gate_corroborated, match_safety, persisting
+from pipeline.incidents.events import ALONGSIDE_KINDS, EventBook, EventIds, OpenEvent, fold
+from pipeline.incidents.evidence import activity_kinds, gate_corroborated, match_safety, persisting
 from pipeline.incidents.verdicts import Coverage, prune, uncover, uncovered
 from pipeline.records import (ALWAYS_TRIGGERS, Event, ReviewStatus, SafetyEvidence, Transition, Verdict, VerdictKind, WindowStats,
                               normalise_flag)
@@ -695,6 +695,7 @@ class CameraMonitor:
     def _end_quiet_activity(self, t: float) -> None:
         """End the activity event after quiet_after_s without activity, whatever the alert cycle is
         doing (where the machine ends it, go_quiet does, with the camera going idle)."""
+        self.book.end_quiet_alongside(t, self.cfg.quiet_after_s)
         if self.book.activity is None or self._is("quiet_by_machine"):
             return
         quiet = t - self._last_activity_ts
@@ -709,6 +710,8 @@ class CameraMonitor:
                 self._open_activity(stats, t, f"activity ({activity}) while {self.state}")
             else:
                 self.book.see_activity(activity, t, self._activity_flags(stats), conf)
+            # A vehicle passing while a person is in view (or the reverse) is an event of its own.
+            self.book.see_alongside(activity_kinds(stats.observations) & ALONGSIDE_KINDS, t, conf)
         alerting = self._is("alerting")
         for kind, ev in list(self.book.alerts.items()):
             if kind in flags:

@@ -98,3 +98,27 @@ def test_an_alert_already_open_is_not_raised_twice() -> None:
     r.frame(0.5, ("fire",))
     r.close(0.8)
     assert len({e.id for e in r.of("fire")}) == 1
+
+
+def test_a_vehicle_seen_while_a_person_is_in_view_is_an_event_of_its_own() -> None:
+    r = Replay()
+    r.frame(0.0, obs=("person walking left",))
+    r.frame(0.5, obs=("person walking left", "vehicle moving at right"))
+    r.frame(1.0, obs=("vehicle moving at right",))
+    for t in (1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5):
+        r.frame(t, obs=("person standing",))
+    r.close(6.0)
+    vehicle = r.of("vehicle")
+    person = r.of("person")
+    assert [e.phase for e in vehicle] == ["new", "end"]
+    assert vehicle[0].start == 0.5 and vehicle[-1].end is not None and vehicle[-1].end < 6.0  # it ended when it went
+    assert person[0].id in vehicle[0].reasons[0]  # linked to the activity event it was seen with
+    assert [e.phase for e in person] == ["new", "end"] and person[-1].end == 6.0
+
+
+def test_a_report_naming_only_its_event_type_opens_nothing_alongside() -> None:
+    r = Replay()
+    for t in (0.0, 0.5, 1.0):
+        r.frame(t, obs=("person walking left", "a man near the door"))
+    r.close(1.5)
+    assert {e.type for e in r.events} == {"person"}
