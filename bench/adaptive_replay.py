@@ -34,7 +34,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.clock import ManualClock  # noqa: E402
-from pipeline.config import Settings, settings_from_dict  # noqa: E402
+from pipeline.config.loading import settings_from_dict  # noqa: E402
+from pipeline.config.settings import Settings  # noqa: E402
 from pipeline.incidents.escalation import EscalationPolicy, QueueState, Thresholds  # noqa: E402
 from pipeline.records import FrameReport  # noqa: E402
 from pipeline.incidents.thresholds import ThresholdController  # noqa: E402

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from pipeline.sources.capture import Sampler, open_source  # noqa: E402
 from pipeline.clock import SystemClock  # noqa: E402
-from pipeline.config import Settings  # noqa: E402
+from pipeline.config.settings import Settings  # noqa: E402
 from pipeline.frames.encode import encode_frame  # noqa: E402
 from pipeline.frames.gate import ChangeGate  # noqa: E402
 from pipeline.records import EncodedFrame, FrameReport  # noqa: E402

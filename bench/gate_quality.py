@@ -37,7 +37,7 @@ import cv2  # noqa: E402
 from pipeline.frames.budget import KeyframeBudget  # noqa: E402
 from pipeline.sources.capture import Sampler, open_source  # noqa: E402
 from pipeline.clock import SystemClock  # noqa: E402
-from pipeline.config import load_settings  # noqa: E402
+from pipeline.config.loading import load_settings  # noqa: E402
 from pipeline.errors import SourceError  # noqa: E402
 from pipeline.frames.gate import ChangeGate  # noqa: E402
 from pipeline.records import GateReason  # noqa: E402

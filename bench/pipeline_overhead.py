@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from the project root without install
 
 from pipeline.clock import SystemClock  # noqa: E402
-from pipeline.config import Settings  # noqa: E402
+from pipeline.config.settings import Settings  # noqa: E402
 from tools.evaluation import DEMO_LABELS, Variant, make_backends, policy_factory, variant_settings  # noqa: E402
 from tools.labels import load_labels  # noqa: E402
 from pipeline.records import EncodedFrame, Escalation, FrameReport, Verdict  # noqa: E402

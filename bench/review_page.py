@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from starlette.testclient import TestClient  # noqa: E402
 
 from pipeline.clock import SystemClock  # noqa: E402
-from pipeline.config import settings_from_dict  # noqa: E402
+from pipeline.config.loading import settings_from_dict  # noqa: E402
 from pipeline.web.app import create_app  # noqa: E402
 from pipeline.web.context import ReviewContext  # noqa: E402
 

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.clock import SystemClock  # noqa: E402
-from pipeline.config import CameraConfig, settings_from_dict  # noqa: E402
+from pipeline.config.cameras import CameraConfig  # noqa: E402
+from pipeline.config.loading import settings_from_dict  # noqa: E402
 from pipeline.memory import limit_malloc_arenas  # noqa: E402
 from pipeline.runner import Runner
 from pipeline.analyzers.backends import select_backends

@@ -32,7 +32,8 @@ from ollama_server import OllamaTestServer, Script  # noqa: E402
 from pipeline.analyzers.ollama_client import OllamaStudent, OllamaTeacher  # noqa: E402
 from pipeline.analyzers.prompts import STUDENT_PROMPT, TEACHER_PROMPT  # noqa: E402
 from pipeline.clock import SystemClock  # noqa: E402
-from pipeline.config import EncodeConfig, StudentConfig, TeacherConfig  # noqa: E402
+from pipeline.config.encode import EncodeConfig  # noqa: E402
+from pipeline.config.models import StudentConfig, TeacherConfig  # noqa: E402
 from pipeline.frames.encode import encode_frame  # noqa: E402
 from pipeline.records import EncodedFrame, Escalation, Frame, GateDecision, GateReason, Priority  # noqa: E402
 

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.clock import SystemClock  # noqa: E402
-from pipeline.config import TeacherConfig  # noqa: E402
+from pipeline.config.models import TeacherConfig  # noqa: E402
 from pipeline.records import Escalation, Priority, Verdict, VerdictKind  # noqa: E402
 from pipeline.teacher.queue import QueueResult, ShedRecord, TeacherQueue  # noqa: E402
 

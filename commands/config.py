@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from commands.parsing import ArgumentParser
-from pipeline.config import example_yaml, reference_markdown
+from pipeline.config.docs import example_yaml, reference_markdown
 
 
 def cmd_config(argv: Sequence[str]) -> int:

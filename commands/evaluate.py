@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.config import load_settings
+from pipeline.config.loading import load_settings
 from pipeline.errors import UsageError
 from tools.evaluation import DEMO_LABELS, INFORMATIVENESS, PAIRS, POLICIES, SWEEPS, evaluate, target_check
 from tools.labels import load_labels

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.clock import SystemClock
-from pipeline.config import Settings
+from pipeline.config.settings import Settings
 from pipeline.errors import UsageError
 from pipeline.learning.agreement_store import AgreementStore, store_path_for
 from pipeline.learning.calibration_map import (
@@ -44,7 +44,7 @@ def _base_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def _open_store(args: argparse.Namespace) -> tuple[Settings, AgreementStore]:
-    from pipeline.config import load_settings
+    from pipeline.config.loading import load_settings
 
     settings = load_settings(args.config)
     path = args.store or store_path_for(settings.learning, settings.output.out_dir)
@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", type=Path)
     p.add_argument("--out", type=Path, default=Path("edgewatch-calibration-eval"))
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
-    from pipeline.config import load_settings
+    from pipeline.config.loading import load_settings
 
     logging.basicConfig(level=logging.ERROR)
     base = load_settings(args.config)

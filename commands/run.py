@@ -88,7 +88,7 @@ def setup_logging(verbose: bool, level: str, log_format: str = "auto") -> None:
 
 
 def settings_from_args(args: argparse.Namespace):  # noqa: ANN202 - returns Settings
-    from pipeline.config import load_settings, settings_from_dict
+    from pipeline.config.loading import load_settings, settings_from_dict
 
     settings = load_settings(args.config)
     overrides = settings.model_dump()

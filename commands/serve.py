@@ -11,7 +11,7 @@ from typing import Any
 
 from commands.parsing import ArgumentParser
 from pipeline.clock import Clock, SystemClock
-from pipeline.config import Settings
+from pipeline.config.settings import Settings
 from pipeline.errors import UsageError
 from pipeline.web import require_web_stack
 from pipeline.web.security import check_bind
@@ -29,7 +29,7 @@ def _review_mqtt(settings: Settings, out_dir: Path, clock: Clock) -> Any:
 
 def cmd_serve(argv: Sequence[str]) -> int:
     """``edgewatch serve --out DIR``: serve a run folder's review page until SIGINT/SIGTERM."""
-    from pipeline.config import load_settings
+    from pipeline.config.loading import load_settings
 
     parser = ArgumentParser(prog="edgewatch serve", description="Serve the review page of a run folder (docs/REVIEW.md).")
     parser.add_argument("--out", type=Path, required=True, help="the run's output folder (events.jsonl, snapshots/, ...)")

@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from pipeline.config import load_settings, settings_from_dict
+    from pipeline.config.loading import load_settings, settings_from_dict
 
     settings = load_settings(args.config)
     data = settings.model_dump()
@@ -122,7 +122,8 @@ def cmd_skills(argv: Sequence[str]) -> int:
             _out(_summary(skill, current))
         return 0
     if args.action == "synthesize":
-        from pipeline.analyzers.ollama_client import ModelError, OllamaChat
+        from pipeline.analyzers.model_failures import ModelError
+        from pipeline.analyzers.ollama_client import OllamaChat
 
         failures = failure_cases(args.decision_log) if args.decision_log else []
         teacher = OllamaChat(settings.teacher, clock)
@@ -136,7 +137,7 @@ def cmd_skills(argv: Sequence[str]) -> int:
             _out(f"wrote {skill_path(skills_dir, skill.version)} (parent {skill.parent})")
         return 0
     if args.action == "score":
-        from pipeline.analyzers.ollama_client import ModelError
+        from pipeline.analyzers.model_failures import ModelError
 
         suite = _suite(args)
         current = active_skill(skills_dir, task)

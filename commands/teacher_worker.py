@@ -14,7 +14,7 @@ from typing import Sequence
 from commands.parsing import ArgumentParser
 from commands.run import setup_logging
 from pipeline.clock import SystemClock
-from pipeline.config import Settings
+from pipeline.config.settings import Settings
 from pipeline.errors import UsageError
 from pipeline.fleet.bus import RedisBus
 from pipeline.fleet.worker import TeacherWorker
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _worker_settings(args: argparse.Namespace) -> Settings:
-    from pipeline.config import load_settings, settings_from_dict
+    from pipeline.config.loading import load_settings, settings_from_dict
 
     data = load_settings(args.config).model_dump()
     data["student"]["backend"] = "offline"  # a worker has no student: never probe for one

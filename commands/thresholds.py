@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from commands.parsing import ArgumentParser
-from pipeline.incidents.thresholds import ThresholdController, resolve_state_path
+from pipeline.incidents.threshold_state import resolve_state_path
+from pipeline.incidents.thresholds import ThresholdController
 
 
 def _format_values(values: Mapping[str, Any]) -> str:
@@ -58,7 +59,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
 def cmd_thresholds(argv: Sequence[str]) -> int:
     """Print the periods, the thresholds in force now and the feedback rates of each camera."""
     from pipeline.clock import SystemClock
-    from pipeline.config import load_settings
+    from pipeline.config.loading import load_settings
 
     parser = ArgumentParser(prog="edgewatch thresholds", description="Show adaptive thresholds: periods, what is in force now, teacher-feedback rates.")
     parser.add_argument("--config", type=Path, help="YAML config file")

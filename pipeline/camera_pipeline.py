@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any, Callable
 from pipeline.analyzers.student_pool import StudentPool
 from pipeline.clock import Clock, SystemClock
-from pipeline.config import Settings
+from pipeline.config.settings import Settings
 from pipeline.frames.budget import BudgetDecision, KeyframeBudget
 from pipeline.frames.encode import encode_frame, slim_encoded
 from pipeline.frames.gate import ChangeGate
@@ -30,7 +30,8 @@ from pipeline.sinks.decision_log import (BackendSwitch, EscalationSent, FrameDec
                                          VerdictReceived)
 from pipeline.sources.capture import Sampler
 from pipeline.teacher.queue import TeacherQueue
-from states.monitor import CameraMonitor, MonitorOutput
+from states.monitor import CameraMonitor
+from states.monitor_records import MonitorOutput
 from pipeline.analyzers.backends import Backends, describe_backend
 from pipeline.sinks.outputs import Outputs
 from pipeline.sinks.run_summary import RunSummary
@@ -199,7 +200,6 @@ class CameraPipeline:
     # -- reports → window → monitor → policy ------------------------------------------------
 
     def _handle_reports(self, ready: list[tuple[EncodedFrame, FrameReport]]) -> None:
-        s = self.settings
         for item, report in ready:
             self.summary.frames_analysed += 1
             self._latency_total_ms += report.latency_ms

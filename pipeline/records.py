@@ -366,23 +366,12 @@ class WindowStats:
     """Source time of the newest report in the window."""
     window_s: float
     n_reports: int
-    flag_counts: dict[str, int]
-    """How many reports in the window carry each (normalised) flag."""
-    flag_fraction: dict[str, float]
-    """``flag_counts`` divided by ``n_reports``."""
     flag_streak: dict[str, int]
     """For each flag in the newest report: how many consecutive newest reports carry it."""
-    recent_flags: tuple[frozenset[str], ...]
-    """The flags of each report in the window, oldest first (for k-of-n persistence)."""
     flips: dict[str, int]
     """How many times each flag switched on or off between consecutive reports."""
     confidence_mean: float
-    confidence_min: float
     confidence_last: float
-    confidence_trend: float
-    """Least-squares slope of confidence over source time, per second (negative = falling)."""
-    time_since_change_s: float
-    """Source seconds since the set of flags last changed."""
     active_flags: frozenset[str]
     """Flags in the newest report."""
     observations: tuple[str, ...]

@@ -19,7 +19,8 @@ from typing import Any, Callable
 from pipeline.analyzers.fallback import FallbackStudent
 from pipeline.analyzers.skill_files import load_active_prompt
 from pipeline.clock import Clock, SystemClock
-from pipeline.config import CameraConfig, Settings
+from pipeline.config.cameras import CameraConfig
+from pipeline.config.settings import Settings
 from pipeline.errors import SourceError, UsageError
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
 from pipeline.learning.agreement_store import StoreError
@@ -160,7 +161,7 @@ class Runner:
     def _open_outputs(self) -> tuple[Path, Outputs, Any, Any]:
         s = self.settings
         out_dir = prepare_out_dir(Path(s.output.out_dir))
-        mqtt = metrics = server = None
+        mqtt = metrics = None
         if s.mqtt.enabled:
             from pipeline.sinks.mqtt import MqttSink
 

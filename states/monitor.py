@@ -23,7 +23,9 @@ the first row of that trigger whose source is the current state and whose condit
 frame may carry the machine several steps (idle → observing → suspicious → alert when k = 1): it
 is offered again to each state it leads to.  A condition returns a `Passed` record (its reason
 and figures) or None; the record travels with the event data to the `Transition` and to the
-after-callbacks.  What each move writes to the event log is `pipeline.incidents.events`.
+after-callbacks.  What each move writes to the event log is `pipeline.incidents.events`; what the
+conditions read of the window (triggers in view less the teacher's dismissals, activity, k-of-n
+persistence) is `states.evidence_view`.
 
 A verdict resolves its own escalation and every other escalation of the same incident still
 waiting (the teacher queue folds same-incident escalations into one request); a later verdict on
@@ -45,16 +47,18 @@ import logging
 import math
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from pipeline.config import EscalationConfig, StatesConfig
+from pipeline.config.escalation import EscalationConfig
+from pipeline.config.states import StatesConfig
 from pipeline.incidents.escalation import FixedThresholds, Onsets, Thresholds, ThresholdSource, track_onsets
 from pipeline.incidents.end_of_input import cut_short
-from pipeline.incidents.events import ALONGSIDE_KINDS, EventBook, EventIds, OpenEvent, fold
-from pipeline.incidents.evidence import activity_kinds, gate_corroborated, match_safety, persisting
-from pipeline.incidents.verdicts import Coverage, prune, uncover, uncovered
-from pipeline.records import (ALWAYS_TRIGGERS, Event, ReviewStatus, SafetyEvidence, Transition, Verdict, VerdictKind, WindowStats,
+from pipeline.incidents.events import ALONGSIDE_KINDS, EventBook, EventIds, OpenEvent
+from pipeline.incidents.evidence import activity_kinds
+from pipeline.incidents.verdicts import Coverage, prune, uncovered
+from pipeline.records import (ALWAYS_TRIGGERS, ReviewStatus, Transition, Verdict, VerdictKind, WindowStats,
                               normalise_flag)
+from states.evidence_view import EvidenceView
+from states.monitor_records import MonitorOutput, PendingEscalation, VerdictContext
 from states.table import STATES, EventData, Passed, build_machine, tags_of
 
 log = logging.getLogger("edgewatch.states")
@@ -64,56 +68,8 @@ Review = ReviewStatus
 #: Without a verdict for this long (source seconds) the escalated state resolves on its own.
 VERDICT_TIMEOUT_S = 60.0
 
-#: Distinct flag sets whose trigger matching is remembered (flag sets repeat frame after frame).
-_TRIGGER_CACHE_SIZE = 1024
-
 #: Escalations remembered for matching late verdicts; the oldest are forgotten beyond this.
 MAX_PENDING = 256
-
-
-# ======================================================================================
-# Records
-# ======================================================================================
-
-
-@dataclass(frozen=True, slots=True)
-class MonitorOutput:
-    """What one call produced: the transitions taken and the event lines to write."""
-
-    transitions: tuple[Transition, ...] = ()
-    events: tuple[Event, ...] = ()
-
-    def then(self, later: MonitorOutput) -> MonitorOutput:
-        """This output followed by ``later`` (of the same frame): one line per event change (`events.fold`)."""
-        return MonitorOutput(self.transitions + later.transitions, fold(self.events + later.events))
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """An escalation sent to the teacher whose verdict has not come back."""
-
-    escalation_id: str
-    incident_id: str
-    reason: str
-    flags: frozenset[str]
-    safety: bool
-
-    @property
-    def why(self) -> str:
-        return f"escalated {self.escalation_id} to the teacher for {'safety' if self.safety else 'review'}: {self.reason}"
-
-
-@dataclass(frozen=True, slots=True)
-class _VerdictContext:
-    """A verdict as the monitor reads it."""
-
-    verdict: Verdict
-    escalation_ids: frozenset[str]
-    """The escalations it resolves (its own and the incident's others still waiting)."""
-    teacher_flags: frozenset[str]
-    alert_types: tuple[str, ...]
-    """Safety types to alert on: the escalation's and the teacher's (less those already reported)."""
-    why: str
 
 
 def _finite(value: float) -> bool:
@@ -125,7 +81,7 @@ def _finite(value: float) -> bool:
 # ======================================================================================
 
 
-class CameraMonitor:
+class CameraMonitor(EvidenceView):
     """One camera's state machine.  Not thread-safe: the runner drives it from one thread.
 
     ``state`` (a str, one of `STATES`) is maintained by ``transitions`` on this object.
@@ -164,7 +120,7 @@ class CameraMonitor:
         self._last_flag_ts = -math.inf
         self._cooldown_since = -math.inf
         self._escalated_since = -math.inf
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, PendingEscalation] = {}
         self._coverages: tuple[Coverage, ...] = ()
         """What the teacher's dismissals covered (`pipeline.incidents.verdicts`)."""
         self._carried = 0
@@ -241,7 +197,7 @@ class CameraMonitor:
             return MonitorOutput()
         t = self._advance(timestamp)
         norm = frozenset(f for f in (normalise_flag(x) for x in flags) if f)
-        pending = _Pending(escalation_id, incident_id, reason, norm, bool(safety))
+        pending = PendingEscalation(escalation_id, incident_id, reason, norm, bool(safety))
         self._pending[escalation_id] = pending
         while len(self._pending) > MAX_PENDING:
             self._pending.pop(next(iter(self._pending)))
@@ -288,7 +244,7 @@ class CameraMonitor:
         types = tuple(sorted((escalated_types | self._triggers_in(teacher_flags)) - repeated))
         why = (f"teacher {verdict.kind.value} {verdict.escalation_id} "
                f"({', '.join(types) or 'no safety flag'}; {verdict.backend} {verdict.model})")
-        ctx = _VerdictContext(verdict, ids, teacher_flags, types, why)
+        ctx = VerdictContext(verdict, ids, teacher_flags, types, why)
         if verdict.kind == VerdictKind.DISMISSED:
             self._dismiss(t, ctx, coverage or Coverage(flags=escalated_types, until=t, strength=1.0,
                                                        escalation_id=verdict.escalation_id))
@@ -366,65 +322,6 @@ class CameraMonitor:
         self.book.note(passed.reason)
 
     # ==================================================================================
-    # Evidence
-    # ==================================================================================
-
-    def _triggers_in(self, flags: frozenset[str]) -> frozenset[str]:
-        """The canonical trigger names ``flags`` speak of, matched exactly as the escalation
-        policy matches them (synonyms, negation: ``person_fall`` → fall, ``no_fire`` → nothing)."""
-        if not flags:
-            return frozenset()
-        hit = self._trigger_cache.get(flags)
-        if hit is None:
-            if len(self._trigger_cache) >= _TRIGGER_CACHE_SIZE:
-                self._trigger_cache.clear()
-            hit = match_safety(flags, (), self.triggers)
-            self._trigger_cache[flags] = hit
-        return hit
-
-    def _evidence_triggers(self, stats: WindowStats) -> frozenset[str]:
-        """The newest frame's safety triggers, as the window read them (flags and observations)."""
-        return stats.evidence.triggers & self.triggers if stats.evidence is not None else frozenset()
-
-    def _live_now(self, stats: WindowStats) -> frozenset[str]:
-        """Safety triggers of the newest report that no dismissal covers (a gate-skipped frame
-        shows that same report)."""
-        hits = self._evidence_triggers(stats)
-        if hits and self._coverages and stats.evidence is not None:
-            hits = uncovered(hits, stats.evidence.timestamp, stats.evidence.confidence, self._coverages)
-        return hits
-
-    def _activity_kind(self, stats: WindowStats) -> str | None:
-        evidence = stats.evidence
-        if evidence is not None and evidence.activity is not None and stats.confidence_last >= self.cfg.activity_min_confidence:
-            return evidence.activity
-        if self._live_now(stats):
-            return "motion"
-        return None
-
-    def _recent_uncovered(self, stats: WindowStats) -> tuple[SafetyEvidence, ...]:
-        """The last n reports' evidence (gate-skipped frames repeating the newest), less what
-        the teacher's dismissals covered."""
-        n = self.thresholds.current().persistence_n
-        recent = stats.recent_evidence[-n:]
-        if self._carried and recent:
-            recent = (recent + (recent[-1],) * min(self._carried, n))[-n:]
-        return uncover(recent, self._coverages)
-
-    def _persisting(self, stats: WindowStats | None) -> dict[str, int]:
-        """Triggers in ≥ k of the last n reports (the shared rule, `evidence.persisting`), and a
-        tamper the gate backs on the newest frame → their count."""
-        if stats is None:
-            return {}
-        rule = self.thresholds.current()
-        recent = self._recent_uncovered(stats)
-        found = {f: int(round(c)) for f, c in persisting(recent, rule).items() if f in self.triggers}
-        # An instant the gate backs (a cut, a covered lens) alerts on its one frame.
-        for f in (gate_corroborated(recent[-1]) - found.keys()) if recent else ():
-            found[f] = rule.k_for(f)
-        return dict(sorted(found.items()))
-
-    # ==================================================================================
     # Conditions: each returns why it holds (`Passed`) or None
     # ==================================================================================
 
@@ -492,7 +389,7 @@ class CameraMonitor:
                        "activity_seen_s_ago": round(t - self._last_activity_ts, 3)})
 
     def _c_sent(self, data: EventData) -> Passed:
-        p: _Pending = data.kwargs["pending"]
+        p: PendingEscalation = data.kwargs["pending"]
         return Passed(p.why, {"escalation_id": p.escalation_id, "incident_id": p.incident_id,
                               "flags": sorted(p.flags), "safety": p.safety})
 
@@ -516,18 +413,18 @@ class CameraMonitor:
                       {"waited_s": round(waited, 3), "pending": sorted(self._pending)})
 
     def _c_verdict_received(self, data: EventData) -> Passed:
-        ctx: _VerdictContext = data.kwargs["context"]
+        ctx: VerdictContext = data.kwargs["context"]
         v = ctx.verdict
         return Passed(ctx.why, {"escalation_id": v.escalation_id, "verdict": v.kind.value,
                                 "teacher_flags": sorted(ctx.teacher_flags), "confidence": round(v.confidence, 4),
                                 "backend": v.backend, "model": v.model})
 
     def _c_verdict_names_alert(self, data: EventData) -> Passed | None:
-        ctx: _VerdictContext = data.kwargs["context"]
+        ctx: VerdictContext = data.kwargs["context"]
         return self._c_verdict_received(data) if ctx.alert_types or self.book.alerts else None
 
     def _c_verdict_calm(self, data: EventData) -> Passed | None:
-        ctx: _VerdictContext = data.kwargs["context"]
+        ctx: VerdictContext = data.kwargs["context"]
         if ctx.alert_types or self.book.alerts:
             return None
         return Passed(f"teacher {ctx.verdict.kind.value} but no safety flag is involved",
@@ -535,7 +432,7 @@ class CameraMonitor:
                        "teacher_flags": sorted(ctx.teacher_flags)})
 
     def _dismissed(self, data: EventData) -> Passed:
-        ctx: _VerdictContext = data.kwargs["context"]
+        ctx: VerdictContext = data.kwargs["context"]
         v = ctx.verdict
         return Passed(ctx.why, {"escalation_id": v.escalation_id, "confidence": round(v.confidence, 4),
                                 "backend": v.backend, "model": v.model})
@@ -550,7 +447,7 @@ class CameraMonitor:
     def _c_alert_goes_on(self, data: EventData) -> Passed | None:
         if self._pending or not self.book.alerts:
             return None
-        ctx: _VerdictContext = data.kwargs["context"]
+        ctx: VerdictContext = data.kwargs["context"]
         return Passed(f"teacher dismissed the escalation; alert {', '.join(sorted(self.book.alerts))} goes on",
                       {"escalation_id": ctx.verdict.escalation_id, "open_alerts": sorted(self.book.alerts)})
 
@@ -604,12 +501,12 @@ class CameraMonitor:
 
     def _a_confirm_alerts(self, data: EventData) -> None:
         t = data.kwargs["timestamp"]
-        ctx: _VerdictContext = data.kwargs["context"]
+        ctx: VerdictContext = data.kwargs["context"]
         self._confirm(t, ctx, ctx.alert_types)
         # A confirmed alert lasts at least quiet_after_s from the verdict.
         self._last_flag_ts = max(self._last_flag_ts, t)
 
-    def _confirm(self, t: float, ctx: _VerdictContext, types: Iterable[str]) -> None:
+    def _confirm(self, t: float, ctx: VerdictContext, types: Iterable[str]) -> None:
         """The teacher confirms ``types`` (those it was asked about or named): their alerts, open or new."""
         v = ctx.verdict
         for kind in types:
@@ -622,7 +519,7 @@ class CameraMonitor:
 
     def _a_unverify_alerts(self, data: EventData) -> None:
         t = data.kwargs["timestamp"]
-        ctx: _VerdictContext = data.kwargs["context"]
+        ctx: VerdictContext = data.kwargs["context"]
         v = ctx.verdict
         for ev in self.book.linked(ctx.escalation_ids):
             if ev.review == Review.PENDING_REVIEW:
@@ -637,7 +534,7 @@ class CameraMonitor:
     # Dismissals
     # ==================================================================================
 
-    def _dismiss(self, t: float, ctx: _VerdictContext, coverage: Coverage) -> None:
+    def _dismiss(self, t: float, ctx: VerdictContext, coverage: Coverage) -> None:
         """A dismissal covers what the teacher saw; it ends the alerts it concerns unless their
         type was seen after that (a new question: the alert stands, still pending)."""
         if coverage.flags:
@@ -674,12 +571,6 @@ class CameraMonitor:
     def _open_activity(self, stats: WindowStats, t: float, reason: str) -> None:
         self.book.open_activity(self._activity_kind(stats) or "motion", float(stats.timestamp), t,
                                 self._activity_flags(stats), stats.confidence_last, reason)
-
-    def _activity_flags(self, stats: WindowStats) -> frozenset[str]:
-        """The report's flags an activity event carries: not the safety ones.  A safety flag is its
-        alert event's business, with that event's own start; on an activity line that began long
-        before, it would date the hazard to the activity's start."""
-        return frozenset(f for f in stats.active_flags if not self._triggers_in(frozenset({f})))
 
     def _open_alert(self, kind: str, t: float, reason: str, *, review: ReviewStatus = Review.NOT_REVIEWED,
                     explanation: str = "", confidence: float | None = None, escalation_ids: Iterable[str] = ()) -> OpenEvent:
@@ -726,4 +617,4 @@ class CameraMonitor:
                     self._open_alert(kind, t, f"{kind} persisted during the alert")
 
 
-__all__ = ["CameraMonitor", "MonitorOutput", "STATES", "VERDICT_TIMEOUT_S"]
+__all__ = ["CameraMonitor", "STATES", "VERDICT_TIMEOUT_S"]

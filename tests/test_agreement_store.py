@@ -16,7 +16,8 @@ import pytest
 
 from pipeline.learning.agreement_store import AgreementStore, dhash, hamming
 from pipeline.clock import ManualClock
-from pipeline.config import EncodeConfig, LearningConfig
+from pipeline.config.encode import EncodeConfig
+from pipeline.config.learning import LearningConfig
 from pipeline.frames.encode import encode_frame
 from pipeline.records import (
     Escalation, Frame, FrameReport, GateDecision, GateReason, Priority, Verdict, VerdictKind,
@@ -148,7 +149,7 @@ _WRITER = textwrap.dedent("""
     from pathlib import Path
     from pipeline.learning.agreement_store import AgreementStore
     from pipeline.clock import SystemClock
-    from pipeline.config import LearningConfig
+    from pipeline.config.learning import LearningConfig
     from test_agreement_store import escalation, scene, verdict
     store = AgreementStore.open(Path({db!r}), LearningConfig(max_records=40), SystemClock())
     n = 0

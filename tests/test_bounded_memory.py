@@ -13,7 +13,7 @@ import numpy as np
 
 from helpers_video import frame_of, textured_background
 from pipeline.clock import ManualClock
-from pipeline.config import settings_from_dict
+from pipeline.config.loading import settings_from_dict
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
 from pipeline.camera_pipeline import CameraPipeline
 from pipeline.sinks.outputs import Outputs

@@ -9,7 +9,8 @@ import pytest
 
 from fixtures.demo import Room, Scene, Walker, iter_frames
 from pipeline.frames.budget import KeyframeBudget
-from pipeline.config import BudgetConfig, GateConfig
+from pipeline.config.budget import BudgetConfig
+from pipeline.config.gate import GateConfig
 from pipeline.frames.gate import ChangeGate
 from pipeline.records import GateDecision, GateReason
 
@@ -276,7 +277,7 @@ def test_gate_and_budget_look_once_more_when_a_clip_ends_mid_movement(end_s: flo
 def test_runner_with_the_budget_sends_the_final_frame_to_the_student(tmp_path) -> None:  # noqa: ANN001
     from fixtures.demo import write_video
     from pipeline.clock import ManualClock
-    from pipeline.config import Settings
+    from pipeline.config.settings import Settings
     from pipeline.runner import Runner
     from pipeline.analyzers.backends import select_backends
 

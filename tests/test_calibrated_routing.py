@@ -154,7 +154,7 @@ def test_a_learner_that_is_not_mapping_leaves_a_calibrated_policy_calibrated(tmp
 
     from helpers_video import make_clip
     from pipeline.clock import ManualClock
-    from pipeline.config import Settings
+    from pipeline.config.settings import Settings
     from pipeline.incidents.escalation import Thresholds
     from pipeline.runner import Runner
     from pipeline.analyzers.backends import select_backends

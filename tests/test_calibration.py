@@ -14,7 +14,7 @@ from pipeline.learning.calibration_map import CalibrationMap, Example, Learner, 
 from commands.learning import cmd_calibration, cmd_finetune_readiness
 from tools.calibration import expected_calibration_error, reliability_table
 from tools.readiness import prompt_plateau, readiness
-from pipeline.config import LearningConfig
+from pipeline.config.learning import LearningConfig
 from pipeline.records import VerdictKind
 from test_agreement_store import escalation, open_store, scene, verdict
 

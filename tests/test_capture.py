@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from pipeline.sources.capture import FALLBACK_FPS, Sampler, mask_credentials, natural_key, open_source
 from pipeline.clock import ManualClock
-from pipeline.config import CaptureConfig
+from pipeline.config.capture import CaptureConfig
 from pipeline.errors import SourceError
 from tests.helpers_video import make_clip, numbered_frame, write_video
 

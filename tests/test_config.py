@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ESSENTIALS, Settings, example_yaml, load_settings, reference_markdown, settings_from_dict
+from pipeline.config.docs import ESSENTIALS, example_yaml, reference_markdown
+from pipeline.config.loading import load_settings, settings_from_dict
+from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

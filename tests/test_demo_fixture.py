@@ -24,7 +24,8 @@ from fixtures.demo import (
 )
 from pipeline.analyzers.offline import OfflineStudent
 from pipeline.clock import ManualClock
-from pipeline.config import GateConfig, OfflineConfig
+from pipeline.config.gate import GateConfig
+from pipeline.config.offline import OfflineConfig
 from pipeline.frames.gate import ChangeGate
 from pipeline.records import EncodedFrame, Frame, FrameReport
 

@@ -8,7 +8,7 @@ import pytest
 from ollama_server import ORANGE, OllamaTestServer, Reply, Script, closed_port_url, image_facts, solid_jpeg
 
 from pipeline.clock import SystemClock
-from pipeline.config import Settings
+from pipeline.config.settings import Settings
 from tools.doctor import CheckRow, all_ready, format_table, run_doctor
 
 pytestmark = pytest.mark.timeout(30)

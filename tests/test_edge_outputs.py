@@ -111,7 +111,7 @@ def test_passwords_with_url_delimiters_are_masked(password: str) -> None:
 
 
 def test_a_token_in_an_ollama_host_url_is_masked() -> None:
-    from pipeline.analyzers.ollama_client import mask_host
+    from pipeline.analyzers.model_failures import mask_host
 
     assert mask_host("https://gpu.example:443/?token=s3cret") == "https://gpu.example:443/?token=***"
 
@@ -171,7 +171,7 @@ def test_the_summary_counts_reports_by_the_backend_that_made_them() -> None:
 
 
 def test_the_window_keeps_the_model_size_copy_not_the_full_decode() -> None:
-    from pipeline.config import EncodeConfig
+    from pipeline.config.encode import EncodeConfig
     from pipeline.frames.encode import encode_frame, slim_encoded
     from pipeline.records import Frame, GateDecision, GateReason
 
@@ -193,4 +193,5 @@ def test_a_truncated_file_is_flagged_in_the_summary(tmp_path: Path) -> None:
     assert summary["source_truncated"] and "unreadable" in summary["source_truncated"]
     assert "source ended early" in proc.stdout
     whole = run_cli(str(full), "--out", str(tmp_path / "out2"), "--student", "offline", "--teacher", "offline", "--quiet")
+    assert whole.returncode == 0, whole.stderr
     assert json.loads((tmp_path / "out2" / "summary.json").read_text())["source_truncated"] is None

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import EncodeConfig
+from pipeline.config.encode import EncodeConfig
 from pipeline.frames.encode import EncodeError, encode_frame, target_size
 from pipeline.records import GateDecision, GateReason
 from tests.helpers_video import frame_of, textured_background

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import random
 
-from pipeline.config import EscalationConfig, StatesConfig
+from pipeline.config.escalation import EscalationConfig
+from pipeline.config.states import StatesConfig
 from pipeline.incidents.escalation import FixedThresholds, Thresholds
 from pipeline.incidents.window import SlidingWindow
 from pipeline.records import Event, FrameReport, Verdict, VerdictKind

@@ -61,9 +61,7 @@ def test_teacher_confirms_and_dismisses(demo_run: dict) -> None:
     kinds = {v["verdict"] for v in verdicts}
     assert {"confirmed", "dismissed"} <= kinds, verdicts
     assert all(v["backend"] == "offline" for v in verdicts)
-    dismissed_ids = {e["id"] for e in demo_run["events"] if e["review"] == "dismissed"}
     for decoy in demo_run["labels"].get("decoys", []):
-        dismissed = [e for e in demo_run["events"] if e["id"] in dismissed_ids and decoy["start"] - 1 <= e["start"] <= decoy["end"]]
         confirmed = [e for e in demo_run["events"] if e["review"] == "confirmed" and e["type"] == decoy["type"]
                      and decoy["start"] - 1 <= e["start"] <= decoy["end"]]
         assert not confirmed, f"decoy {decoy} confirmed"

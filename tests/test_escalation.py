@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import EscalationConfig
+from pipeline.config.escalation import EscalationConfig
 from pipeline.incidents.verdicts import Coverage
 from pipeline.incidents.evidence import EvidenceReader
 from pipeline.incidents.escalation import EscalationPolicy, PolicyMemory, QueueState, Thresholds, backpressure_level, decide, suppress
@@ -37,7 +37,6 @@ def window_stats(reports: Sequence[FrameReport], window_s: float = 10.0, scene_c
     win = [r for r in reports if newest.timestamp - r.timestamp <= window_s]
     sets = [r.flags for r in win]
     all_flags = set().union(*sets)
-    counts = {f: sum(f in s for s in sets) for f in all_flags}
     flips = {f: sum((f in a) != (f in b) for a, b in zip(sets, sets[1:])) for f in all_flags}
     streak = {}
     for f in newest.flags:
@@ -52,9 +51,7 @@ def window_stats(reports: Sequence[FrameReport], window_s: float = 10.0, scene_c
     evidence = tuple(reader.read(r, r.confidence, "tamper" if scene_change and r is newest else None) for r in win)
     return WindowStats(
         camera=newest.camera, timestamp=newest.timestamp, window_s=window_s, n_reports=len(win),
-        flag_counts=counts, flag_fraction={f: c / len(win) for f, c in counts.items()}, flag_streak=streak,
-        recent_flags=tuple(sets), flips=flips, confidence_mean=sum(confs) / len(confs),
-        confidence_min=min(confs), confidence_last=confs[-1], confidence_trend=0.0, time_since_change_s=0.0,
+        flag_streak=streak, flips=flips, confidence_mean=sum(confs) / len(confs), confidence_last=confs[-1],
         active_flags=newest.flags, observations=newest.observations, scene_change=scene_change,
         evidence=evidence[-1], recent_evidence=evidence,
     )

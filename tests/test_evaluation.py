@@ -132,8 +132,8 @@ def test_pooled_metrics_and_spread_over_seeds() -> None:
 
 
 def _stats(confidence: float) -> WindowStats:
-    return WindowStats("cam", 1.0, 10.0, 1, {}, {}, {}, (frozenset(),), {}, confidence, confidence, confidence, 0.0, 0.0,
-                       frozenset({"fire"}), ())
+    return WindowStats(camera="cam", timestamp=1.0, window_s=10.0, n_reports=1, flag_streak={}, flips={},
+                       confidence_mean=confidence, confidence_last=confidence, active_flags=frozenset({"fire"}), observations=())
 
 
 def test_baseline_policies() -> None:
@@ -207,7 +207,7 @@ def test_event_f1_weighs_safety_events_and_alerts_three_times() -> None:
 
 
 def test_cost_model_charges_calls_images_and_tokens() -> None:
-    from pipeline.config import CostConfig
+    from pipeline.config.cost import CostConfig
 
     cost = CostConfig()
     assert cost.student_s(1, 1) == pytest.approx(0.110)

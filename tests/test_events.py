@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from pipeline.config import EscalationConfig, StatesConfig
+from pipeline.config.escalation import EscalationConfig
+from pipeline.config.states import StatesConfig
 from pipeline.incidents.escalation import FixedThresholds, Thresholds
 from pipeline.incidents.events import EventBook, EventIds, advance_review, fold
 from pipeline.incidents.verdicts import Coverage

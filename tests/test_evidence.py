@@ -4,7 +4,8 @@ persistence rule."""
 
 from __future__ import annotations
 
-from pipeline.config import EscalationConfig, StatesConfig
+from pipeline.config.escalation import EscalationConfig
+from pipeline.config.states import StatesConfig
 from pipeline.incidents import evidence as evidence_module
 from pipeline.incidents.escalation import EscalationPolicy, FixedThresholds, QueueState, Thresholds
 from pipeline.incidents.evidence import EvidenceReader, activity_kind, persisting

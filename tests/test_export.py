@@ -11,7 +11,7 @@ from pipeline.learning.agreement_store import hamming
 from commands.learning import cmd_export_dataset
 from tools.dataset_export import export_dataset, split_records
 from pipeline.clock import ManualClock
-from pipeline.config import LearningConfig
+from pipeline.config.learning import LearningConfig
 from pipeline.errors import UsageError
 from pipeline.records import StudentAnswer, VerdictKind
 from pipeline.analyzers.skill_files import load_active_prompt

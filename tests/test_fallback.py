@@ -15,7 +15,7 @@ from pipeline.analyzers.fallback import BreakerState, CircuitBreaker, FallbackSt
 from pipeline.analyzers.ollama_client import OllamaStudent
 from pipeline.analyzers.prompts import STUDENT_PROMPT
 from pipeline.clock import ManualClock
-from pipeline.config import StudentConfig
+from pipeline.config.models import StudentConfig
 from pipeline.records import EncodedFrame, Frame, FrameReport, GateDecision, GateReason
 
 pytestmark = pytest.mark.timeout(30)

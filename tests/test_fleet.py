@@ -23,7 +23,7 @@ import pytest
 import servers
 from conftest import ROOT, require
 from pipeline.clock import SystemClock
-from pipeline.config import settings_from_dict
+from pipeline.config.loading import settings_from_dict
 from pipeline.fleet.bus import RedisBus
 from pipeline.fleet.edge import FleetTeacherQueue
 from tools.fleet_loadgen import synthetic_escalation, tally

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import GateConfig
+from pipeline.config.gate import GateConfig
 from pipeline.frames.gate import ChangeGate
 from pipeline.records import GateReason
 from tests.helpers_video import frame_of, textured_background

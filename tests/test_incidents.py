@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.config import StatesConfig
+from pipeline.config.states import StatesConfig
 from pipeline.incidents.escalation import EscalationPolicy, Onsets, QueueState, Thresholds, track_onsets
 from pipeline.incidents.keyframes import pattern_onset
 from pipeline.records import FrameReport

@@ -17,7 +17,7 @@ from conftest import require
 from helpers_video import make_clip
 from pipeline.sources.capture import CaptureStats, FrameSource, Sampler
 from pipeline.clock import ManualClock, SystemClock
-from pipeline.config import CaptureConfig
+from pipeline.config.capture import CaptureConfig
 from pipeline.errors import SourceError
 from pipeline.sources.live import LiveGrabber, SourceEvent, backoff_delays
 from pipeline.records import Frame

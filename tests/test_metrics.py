@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.sources.capture import CaptureStats, FrameSource, Sampler
 from pipeline.clock import ManualClock
-from pipeline.config import CaptureConfig
+from pipeline.config.capture import CaptureConfig
 from pipeline.sources.live import LiveGrabber
 from pipeline.records import Frame
 from pipeline.sinks.metrics import Metrics, MetricsServer

@@ -12,7 +12,8 @@ from pipeline.analyzers import offline_student as offline_module
 from pipeline.analyzers.base import Student, Teacher
 from pipeline.analyzers.offline import OfflineStudent, OfflineTeacher
 from pipeline.clock import ManualClock
-from pipeline.config import OfflineConfig, Zone
+from pipeline.config.offline import OfflineConfig
+from pipeline.config.zones import Zone
 from pipeline.records import (
     MODEL_ERROR_FLAG,
     EncodedFrame,

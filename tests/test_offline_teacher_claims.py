@@ -7,7 +7,7 @@ from __future__ import annotations
 from pipeline.analyzers import offline_teacher as teacher_module
 from pipeline.analyzers.offline import OfflineTeacher
 from pipeline.clock import ManualClock
-from pipeline.config import OfflineConfig
+from pipeline.config.offline import OfflineConfig
 from pipeline.incidents.evidence import match_safety
 from pipeline.records import SAFETY_FLAGS
 

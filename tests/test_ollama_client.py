@@ -25,20 +25,13 @@ from ollama_server import (
 )
 
 from pipeline.analyzers.base import Student, Teacher
-from pipeline.analyzers.ollama_client import (
-    FailureKind,
-    ModelError,
-    OllamaStudent,
-    OllamaTeacher,
-    first_json_object,
-    mask_host,
-    parse_answer,
-    probe_host,
-    show_model,
-)
+from pipeline.analyzers.model_answers import first_json_object, parse_answer
+from pipeline.analyzers.model_failures import FailureKind, ModelError, mask_host
+from pipeline.analyzers.ollama_client import OllamaStudent, OllamaTeacher
+from pipeline.analyzers.ollama_health import probe_host, show_model
 from pipeline.analyzers.prompts import STUDENT_PROMPT, TEACHER_PROMPT
 from pipeline.clock import ManualClock, SystemClock
-from pipeline.config import StudentConfig, TeacherConfig
+from pipeline.config.models import StudentConfig, TeacherConfig
 from pipeline.records import (
     MODEL_ERROR_FLAG,
     EncodedFrame,

@@ -18,7 +18,7 @@ import pytest
 
 from pipeline.learning.agreement_store import AgreementStore
 from pipeline.clock import ManualClock
-from pipeline.config import LearningConfig
+from pipeline.config.learning import LearningConfig
 from pipeline.records import VerdictKind
 from tests.conftest import ROOT, require, run_cli
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tools.simulated import SimulatedStudent, SimulatedTeacher, error_model
-from pipeline.config import EvaluationConfig, Settings
+from pipeline.config.evaluation import EvaluationConfig
+from pipeline.config.settings import Settings
 from pipeline.clock import ManualClock
 from pipeline.errors import ConfigError
 from tools.labels import ClipLabels, LabelledEvent

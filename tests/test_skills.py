@@ -18,7 +18,7 @@ from pipeline.analyzers.ollama_client import OllamaChat, OllamaStudent
 from pipeline.analyzers.prompts import STUDENT_PROMPT
 from pipeline.clock import ManualClock
 from commands.main import main
-from pipeline.config import StudentConfig, TeacherConfig
+from pipeline.config.models import StudentConfig, TeacherConfig
 from pipeline.records import EncodedFrame, Frame, GateDecision, GateReason
 from pipeline.analyzers.skill_files import ACTIVE_FILE, TASKS, Skill, SkillError, active_skill, contract_hash, load_active_prompt, load_skill, read_active, skill_path
 from tools.skills import CHANGELOG_FILE, PromotionRefused, first_json_array, init_skills, parse_candidates, promote, promotion_decision, rollback, save_skill, seed_skill, synthesize
@@ -298,7 +298,7 @@ def test_sighup_reload_switches_the_ollama_student_to_the_active_skill(monkeypat
     from pipeline.analyzers.ollama_client import OllamaStudent
     from pipeline.analyzers.prompts import STUDENT_PROMPT, SystemPrompt
     from pipeline.clock import ManualClock
-    from pipeline.config import Settings
+    from pipeline.config.settings import Settings
     from pipeline.analyzers.backends import Backends
     from pipeline.runner import Runner
 

@@ -8,7 +8,7 @@ import numpy as np
 from pipeline.analyzers.offline import OfflineStudent
 from pipeline.analyzers.offline_veil import VeilState, judge_veil
 from pipeline.clock import ManualClock
-from pipeline.config import OfflineConfig
+from pipeline.config.offline import OfflineConfig
 from pipeline.records import EncodedFrame, Frame, GateDecision, GateReason
 
 W, H = 320, 240

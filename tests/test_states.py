@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.config import EscalationConfig, StatesConfig
+from pipeline.config.escalation import EscalationConfig
+from pipeline.config.states import StatesConfig
 from pipeline.incidents.escalation import FixedThresholds, Thresholds
 from pipeline.incidents.evidence import activity_kind
 from pipeline.records import Event, FrameReport, ReviewStatus, Transition, Verdict, VerdictKind
 from pipeline.incidents.window import SlidingWindow
-from states.monitor import CameraMonitor, MonitorOutput
+from states.monitor import CameraMonitor
+from states.monitor_records import MonitorOutput
 
 CAM = "cam1"
 TRIGGERS = ["fire", "weapon", "fall", "intrusion", "smoke", "blood"]

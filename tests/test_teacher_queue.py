@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.clock import ManualClock, SystemClock
-from pipeline.config import TeacherConfig
+from pipeline.config.models import TeacherConfig
 from pipeline.records import (
     EncodedFrame,
     Escalation,

@@ -10,7 +10,8 @@ from pathlib import Path
 from helpers_video import frame_of, numbered_frame
 
 from pipeline.clock import ManualClock
-from pipeline.config import Settings, settings_from_dict
+from pipeline.config.loading import settings_from_dict
+from pipeline.config.settings import Settings
 from pipeline.incidents.escalation import EscalationPolicy, Thresholds
 from pipeline.records import EncodedFrame, Escalation, FrameReport, StudentAnswer, Verdict
 from pipeline.analyzers.backends import Backends

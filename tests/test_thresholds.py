@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 from pipeline.clock import ManualClock
-from pipeline.config import Settings, settings_from_dict
+from pipeline.config.loading import settings_from_dict
+from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
 from pipeline.incidents.escalation import QueueState
-from pipeline.incidents.thresholds import LOW_CONFIDENCE_KEY, ThresholdController
+from pipeline.incidents.threshold_feedback import LOW_CONFIDENCE_KEY
+from pipeline.incidents.thresholds import ThresholdController
 from pipeline.incidents.periods import mean_luma
 from commands.thresholds import cmd_thresholds
 

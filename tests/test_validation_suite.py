@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from ollama_server import SKILLS_DEMO_MODELS, OllamaTestServer, Reply, Script
 
-from pipeline.analyzers.ollama_client import FailureKind, ModelError, OllamaChat, embed
-from pipeline.config import TeacherConfig
+from pipeline.analyzers.model_failures import FailureKind, ModelError
+from pipeline.analyzers.ollama_client import OllamaChat
+from pipeline.analyzers.ollama_transport import embed
+from pipeline.config.models import TeacherConfig
 from tools.validation_suite import JUDGE_RUBRIC, SAFETY_WEIGHT, CaseAnswer, ExpectedFact, JudgeAnswer, SuiteError, ValidationCase, ValidationSuite, fixture_suite, judge_user_text, keyword_score, safety_score, score_answers, semantic_score
 from tools.reviewed_cases import decision_log_cases, failure_cases, reviewed_sequences
 

@@ -117,7 +117,7 @@ class DismissingTeacher:
 def _run(tmp_path: Path, name: str, teacher: DismissingTeacher | None) -> tuple[list[dict], list[dict]]:
     from helpers_video import make_clip
     from pipeline.clock import ManualClock
-    from pipeline.config import Settings
+    from pipeline.config.settings import Settings
     from pipeline.analyzers.backends import Backends
     from pipeline.runner import Runner
     from tools.baselines import NeverEscalate
@@ -189,7 +189,8 @@ def test_65_frames_of_fire_never_lose_the_alert_the_student_alone_raises(tmp_pat
 
 
 def _cut_window_and_monitor():  # noqa: ANN202
-    from pipeline.config import EscalationConfig, StatesConfig
+    from pipeline.config.escalation import EscalationConfig
+    from pipeline.config.states import StatesConfig
     from pipeline.incidents.escalation import EscalationPolicy, FixedThresholds, QueueState, Thresholds
     from pipeline.incidents.window import SlidingWindow
     from pipeline.records import EncodedFrame, Frame, GateDecision, GateReason

@@ -21,7 +21,8 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from pipeline.learning.agreement_store import AgreementStore, store_path_for  # noqa: E402
 from pipeline.clock import ManualClock  # noqa: E402
-from pipeline.config import Settings, settings_from_dict  # noqa: E402
+from pipeline.config.loading import settings_from_dict  # noqa: E402
+from pipeline.config.settings import Settings  # noqa: E402
 from pipeline.errors import UsageError  # noqa: E402
 from pipeline.records import Escalation, Priority, VerdictKind  # noqa: E402
 from pipeline.sinks.keyframe_archive import KeyframeArchive, read_manifest  # noqa: E402
@@ -336,7 +337,7 @@ def test_index_refreshes_from_its_offset_waits_for_whole_lines_and_rebuilds_a_re
 
 
 def test_keyframe_archive_keeps_each_escalations_keyframes_and_is_bounded(tmp_path: Path) -> None:
-    from pipeline.config import EncodeConfig
+    from pipeline.config.encode import EncodeConfig
     from pipeline.frames.encode import encode_frame
     from pipeline.records import Frame, GateDecision, GateReason
 

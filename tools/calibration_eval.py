@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from pipeline.learning.agreement_store import AgreementStore
 from pipeline.clock import SystemClock
-from pipeline.config import Settings
+from pipeline.config.settings import Settings
 from pipeline.sinks.decision_log import EscalationSent, VerdictReceived, read_decisions
 from pipeline.records import Escalation, FrameReport, Verdict
 from pipeline.learning.calibration_map import CalibrationMap, calibrated_confidences, examples_from, fit_calibration, unbiased_examples

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from pipeline.learning.agreement_store import AgreementRecord, hamming
-from pipeline.config import LearningConfig
+from pipeline.config.learning import LearningConfig
 from pipeline.errors import UsageError
 from pipeline.records import StudentAnswer
 from tools.readiness import classes_of, good_records

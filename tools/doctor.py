@@ -17,16 +17,12 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.analyzers.ollama_client import (
-    FailureKind,
-    HostProbe,
-    mask_host,
-    probe_host,
-    show_model,
-    timed_image_call,
-)
+from pipeline.analyzers.model_failures import FailureKind, mask_host
+from pipeline.analyzers.ollama_health import HostProbe, probe_host, show_model, timed_image_call
 from pipeline.clock import Clock
-from pipeline.config import EncodeConfig, ModelEndpoint, Settings
+from pipeline.config.encode import EncodeConfig
+from pipeline.config.models import ModelEndpoint
+from pipeline.config.settings import Settings
 
 log = logging.getLogger("edgewatch.doctor")
 

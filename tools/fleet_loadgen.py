@@ -24,7 +24,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipeline.clock import SystemClock
-from pipeline.config import EncodeConfig, Settings
+from pipeline.config.encode import EncodeConfig
+from pipeline.config.settings import Settings
 from pipeline.records import EncodedFrame, Escalation, Frame, FrameReport, GateDecision, GateReason, Priority
 
 log = logging.getLogger("edgewatch.fleet.loadgen")
@@ -128,7 +129,7 @@ def tally(reports: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pipeline.config import settings_from_dict
+    from pipeline.config.loading import settings_from_dict
 
     p = argparse.ArgumentParser(prog="python -m tools.fleet_loadgen", description=__doc__.split("\n")[0])
     p.add_argument("--redis", required=True)

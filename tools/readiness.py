@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from pipeline.learning.agreement_store import AgreementRecord
-from pipeline.config import LearningConfig
+from pipeline.config.learning import LearningConfig
 from pipeline.records import VerdictKind
 from pipeline.learning.calibration_map import MIN_TEACHER_CONFIDENCE, NO_FLAG, OVERALL, examples_from, group_of
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 import numpy as np
-from pipeline.config import CaptureConfig, EncodeConfig
+from pipeline.config.capture import CaptureConfig
+from pipeline.config.encode import EncodeConfig
 from pipeline.incidents.evidence import match_safety
 from pipeline.sinks.decision_log import EscalationSent, FrameDecision, VerdictReceived, read_decisions
 from pipeline.records import SAFETY_FLAGS, normalise_flag

@@ -38,7 +38,7 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.config import EvaluationConfig
+from pipeline.config.evaluation import EvaluationConfig
 from tools.labels import ACTIVITY_TYPES, ClipLabels, is_safety_type
 from pipeline.records import EncodedFrame, Escalation, FrameReport, Verdict, VerdictKind, normalise_flag
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 
+from pipeline.analyzers.model_answers import first_balanced
 from pipeline.analyzers.prompts import SystemPrompt
 from pipeline.clock import Clock
 from pipeline.errors import EdgewatchError, UsageError
@@ -216,8 +217,6 @@ SYNTHESIS_SYSTEM = (
 
 def first_json_array(text: str) -> str | None:
     """The first balanced ``[...]`` in ``text`` (brackets inside JSON strings do not count), or None."""
-    from pipeline.analyzers.ollama_client import first_balanced  # lazy: the ollama client is a heavy import
-
     return first_balanced(text, "[")
 
 
@@ -462,7 +461,9 @@ def rollback(skills_dir: Path, task: str, clock: Clock) -> tuple[str, str]:
 def ollama_scorer(settings: Any, clock: Clock, *, judge: bool, semantic: bool,
                   probe_texts: Sequence[str] = ("a person",)) -> Scorer:
     """Student, embedder and judge on the configured Ollama hosts (imports the client lazily)."""
-    from pipeline.analyzers.ollama_client import FailureKind, ModelError, OllamaChat, OllamaStudent, embed
+    from pipeline.analyzers.model_failures import FailureKind, ModelError
+    from pipeline.analyzers.ollama_client import OllamaChat, OllamaStudent
+    from pipeline.analyzers.ollama_transport import embed
 
     student_cfg = settings.student
 

@@ -41,7 +41,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.config import EncodeConfig
+from pipeline.config.encode import EncodeConfig
 from pipeline.frames.encode import encode_frame
 from pipeline.errors import EdgewatchError
 from pipeline.incidents.evidence import match_safety

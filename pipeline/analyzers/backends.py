@@ -10,7 +10,7 @@ from pipeline.analyzers.fallback import CircuitBreaker, FallbackStudent
 from pipeline.analyzers.offline import OfflineStudent, OfflineTeacher
 from pipeline.analyzers.skill_files import load_active_prompt
 from pipeline.clock import Clock
-from pipeline.config import Settings
+from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError, EdgewatchError
 
 
@@ -46,7 +46,8 @@ def select_backends(settings: Settings, clock: Clock, *, probe_timeout_s: float 
         if endpoint.backend == "offline":
             notices.append(f"{role}: the embedded offline analyzer ({chosen[role].model}), as configured")
             continue
-        from pipeline.analyzers.ollama_client import mask_host, probe_host
+        from pipeline.analyzers.model_failures import mask_host
+        from pipeline.analyzers.ollama_health import probe_host
 
         if endpoint.host not in probes:
             probes[endpoint.host] = probe_host(endpoint.host, probe_timeout_s)

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.clock import Clock
-from pipeline.config import FleetConfig, TeacherConfig
+from pipeline.config.fleet import FleetConfig
+from pipeline.config.models import TeacherConfig
 from pipeline.incidents.escalation import QueueState
 from pipeline.fleet.bus import BusError, BusUnavailable, RedisBus, priority_order
 from pipeline.fleet.wire import WireError, decode_reply, encode_request

@@ -23,7 +23,8 @@ from typing import Any
 
 from pipeline.analyzers.base import Teacher
 from pipeline.clock import Clock
-from pipeline.config import FleetConfig, Zone
+from pipeline.config.fleet import FleetConfig
+from pipeline.config.zones import Zone
 from pipeline.fleet.bus import BusError, BusUnavailable, Entry, RedisBus
 from pipeline.fleet.wire import WireError, decode_request, encode_verdict, request_ids
 from pipeline.records import Escalation, Priority, Verdict, VerdictKind

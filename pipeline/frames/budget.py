@@ -54,7 +54,7 @@ import math
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from pipeline.config import BudgetConfig
+from pipeline.config.budget import BudgetConfig
 from pipeline.records import GateDecision, GateReason
 
 _EPS = 1e-9

@@ -12,7 +12,7 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.config import EncodeConfig  # noqa: E402
+from pipeline.config.encode import EncodeConfig  # noqa: E402
 from pipeline.errors import EdgewatchError  # noqa: E402
 from pipeline.records import EncodedFrame, Frame, GateDecision  # noqa: E402
 

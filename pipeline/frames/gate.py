@@ -50,7 +50,7 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.config import GateConfig  # noqa: E402
+from pipeline.config.gate import GateConfig  # noqa: E402
 from pipeline.records import Frame, GateDecision, GateReason  # noqa: E402
 
 #: A thumbnail whose grey levels vary less than this (standard deviation) shows nothing: covered or blinded.

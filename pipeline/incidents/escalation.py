@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Protocol
 
-from pipeline.config import EscalationConfig
+from pipeline.config.escalation import EscalationConfig
 from pipeline.incidents.evidence import evidence_counts
 from pipeline.incidents.evidence import persisting as persisting_triggers
 from pipeline.incidents.verdicts import Coverage, may_reask, prune, uncover

@@ -8,7 +8,7 @@ from datetime import datetime, tzinfo
 from typing import Mapping
 from zoneinfo import ZoneInfo
 import numpy as np
-from pipeline.config import ThresholdProfile
+from pipeline.config.adaptive import ThresholdProfile
 
 
 DEFAULT_PERIOD = "default"

@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from pipeline.incidents.evidence import EvidenceReader
-from pipeline.config import DEFAULT_SAFETY_TRIGGERS
+from pipeline.config.escalation import DEFAULT_SAFETY_TRIGGERS
 from pipeline.records import EncodedFrame, FrameReport, GateReason, SafetyEvidence, WindowStats
 
 log = logging.getLogger("edgewatch.window")
@@ -57,9 +57,6 @@ class SlidingWindow:
         self.window_s = float(window_s)
         self.max_entries = int(max_entries)
         self._entries: deque[_Entry] = deque()
-        # Start time of the run of equal flag sets that the oldest entry belongs to; it may
-        # reach back before the window (an unchanged flag set survives eviction).
-        self._oldest_run_start: float = 0.0
         self._stats: WindowStats = self._empty_stats()
         self.skipped = 0
         """Reports refused as malformed (non-finite timestamp, another camera's report)."""
@@ -88,10 +85,7 @@ class SlidingWindow:
         entry = _Entry(report=report, item=item, flags=frozenset(f for f in report.flags if f), confidence=confidence,
                        evidence=self.reader.read(report, confidence, hint))
         entries = self._entries
-        if not entries:
-            self._oldest_run_start = report.timestamp
-            entries.append(entry)
-        elif report.timestamp >= entries[-1].report.timestamp:
+        if not entries or report.timestamp >= entries[-1].report.timestamp:
             entries.append(entry)
         else:
             # Out of order (a slow analysis finishing late): keep the window sorted by source
@@ -103,7 +97,6 @@ class SlidingWindow:
                     log.debug("window %s: report at t=%.3f is older than the window; ignored",
                               self.camera, report.timestamp)
                     return self._stats
-                self._oldest_run_start = report.timestamp
             entries.insert(pos, entry)
         self._evict()
         self._stats = self._compute()
@@ -126,37 +119,30 @@ class SlidingWindow:
         entries = self._entries
         horizon = entries[-1].report.timestamp - self.window_s
         while entries and (entries[0].report.timestamp < horizon or len(entries) > self.max_entries):
-            gone = entries.popleft()
-            if entries and entries[0].flags != gone.flags:
-                self._oldest_run_start = entries[0].report.timestamp
+            entries.popleft()
 
     def _empty_stats(self) -> WindowStats:
         return WindowStats(
             camera=self.camera, timestamp=0.0, window_s=self.window_s, n_reports=0,
-            flag_counts={}, flag_fraction={}, flag_streak={}, recent_flags=(), flips={},
-            confidence_mean=0.0, confidence_min=0.0, confidence_last=0.0, confidence_trend=0.0,
-            time_since_change_s=0.0, active_flags=frozenset(), observations=(),
+            flag_streak={}, flips={}, confidence_mean=0.0, confidence_last=0.0,
+            active_flags=frozenset(), observations=(),
         )
 
     def _compute(self) -> WindowStats:
         entries = self._entries
         n = len(entries)
         newest = entries[-1]
-        t_last = newest.report.timestamp
 
-        counts: dict[str, int] = {}
+        seen: dict[str, None] = {}  # flags in the window, in order of first appearance
         flips: dict[str, int] = {}
         recent: list[frozenset[str]] = []
         errors = 0
         conf_sum = 0.0
-        conf_min = math.inf
-        t_sum = 0.0
         previous: frozenset[str] | None = None
         for e in entries:
             flags = e.flags
             recent.append(flags)
-            for f in flags:
-                counts[f] = counts.get(f, 0) + 1
+            seen.update(dict.fromkeys(flags))
             if previous is not None and flags != previous:
                 for f in flags ^ previous:
                     flips[f] = flips.get(f, 0) + 1
@@ -164,10 +150,7 @@ class SlidingWindow:
             if e.report.error:
                 errors += 1
             conf_sum += e.confidence
-            if e.confidence < conf_min:
-                conf_min = e.confidence
-            t_sum += e.report.timestamp
-        for f in counts:
+        for f in seen:
             flips.setdefault(f, 0)
 
         # Streak of each flag of the newest report, walking back from the newest.
@@ -180,42 +163,16 @@ class SlidingWindow:
                 k += 1
             streak[f] = k
 
-        # When did the flag set last change?  The start of the trailing run of equal sets.
-        change_ts = self._oldest_run_start
-        for i in range(n - 1, 0, -1):
-            if recent[i - 1] != recent[i]:
-                change_ts = entries[i].report.timestamp
-                break
-
-        conf_mean = conf_sum / n
-        trend = 0.0
-        if n >= 2:
-            t_mean = t_sum / n
-            sxx = 0.0
-            sxy = 0.0
-            for e in entries:
-                dt = e.report.timestamp - t_mean
-                sxx += dt * dt
-                sxy += dt * (e.confidence - conf_mean)
-            if sxx > 1e-12:
-                trend = sxy / sxx
-
         gate = newest.item.gate if newest.item is not None else None
         return WindowStats(
             camera=self.camera,
-            timestamp=t_last,
+            timestamp=newest.report.timestamp,
             window_s=self.window_s,
             n_reports=n,
-            flag_counts=counts,
-            flag_fraction={f: c / n for f, c in counts.items()},
             flag_streak=streak,
-            recent_flags=tuple(recent),
             flips=flips,
-            confidence_mean=conf_mean,
-            confidence_min=conf_min,
+            confidence_mean=conf_sum / n,
             confidence_last=newest.confidence,
-            confidence_trend=trend,
-            time_since_change_s=max(0.0, t_last - change_ts),
             active_flags=newest.flags,
             observations=newest.report.observations,
             scene_change=gate is not None and gate.reason == GateReason.GLOBAL_CHANGE,

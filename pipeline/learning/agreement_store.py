@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.clock import Clock
-from pipeline.config import LearningConfig
+from pipeline.config.learning import LearningConfig
 from pipeline.errors import EdgewatchError
 from pipeline.records import MODEL_ERROR_FLAG, Escalation, FrameReport, Verdict, VerdictKind, normalise_flag
 

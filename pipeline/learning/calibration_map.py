@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 from pipeline.learning.agreement_store import AddResult, AgreementRecord, AgreementStore, safety_set, store_path_for
 from pipeline.clock import Clock
-from pipeline.config import LearningConfig, Settings
+from pipeline.config.learning import LearningConfig
+from pipeline.config.settings import Settings
 from pipeline.sinks.decision_log import CalibrationChange
 from pipeline.records import Escalation, FrameReport, Verdict, VerdictKind
 

@@ -3,8 +3,8 @@
 Each record says why the program did something — a frame's routing decision, an escalation and
 what the queue did with it, a verdict, a state transition, a threshold change, a shed, a backend
 switch, a live-source change, a reload, a notice, the summary.  `DecisionLog.write` is the only
-writer; `read_decisions` / `decision_from_json` the only reader (the evaluation harness and the
-review page read through it).  The JSON keys are the documented ones (README, docs/EVALUATION.md):
+writer; `read_decisions` / `decision_from_line` / `decision_from_json` the only reader (the evaluation
+harness and the review page's index read through it).  The JSON keys are the documented ones (README, docs/EVALUATION.md):
 a record's ``to_json`` writes them, ``from_json`` reads them back into the same record.
 """
 
@@ -119,6 +119,10 @@ class VerdictReceived(_Line):
     @property
     def escalation_id(self) -> str | None:
         return self.verdict.get("escalation_id")
+
+    @property
+    def camera(self) -> str | None:
+        return self.verdict.get("camera")
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +287,20 @@ def decision_from_json(data: Any) -> _Line | None:
         return None
 
 
-def read_decisions(path: Path) -> Iterator[_Line]:
+#: Any record of the decision log, as the reader returns it.
+DecisionLine = _Line
+
+
+def decision_from_line(line: str | bytes) -> DecisionLine | None:
+    """The typed record of one line of the log (the review index reads lines at byte offsets);
+    None for a line that is not JSON or not a known record."""
+    try:
+        return decision_from_json(json.loads(line))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def read_decisions(path: Path) -> Iterator[DecisionLine]:
     """Every readable record of a decision log, in order (a partial last line is skipped)."""
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
@@ -292,10 +309,7 @@ def read_decisions(path: Path) -> Iterator[_Line]:
     for line in text.splitlines():
         if not line.strip():
             continue
-        try:
-            record = decision_from_json(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+        record = decision_from_line(line)
         if record is not None:
             yield record
 

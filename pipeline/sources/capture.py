@@ -30,7 +30,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pipeline.clock import Clock  # noqa: E402
-from pipeline.config import CaptureConfig  # noqa: E402
+from pipeline.config.capture import CaptureConfig  # noqa: E402
 from pipeline.errors import SourceError  # noqa: E402
 from pipeline.masking import mask_url  # noqa: E402
 from pipeline.records import Frame  # noqa: E402

@@ -34,7 +34,7 @@ from typing import Any, Literal, Protocol
 
 from pipeline.sources.capture import FrameSource, Sampler, mask_credentials, open_source
 from pipeline.clock import Clock
-from pipeline.config import CaptureConfig
+from pipeline.config.capture import CaptureConfig
 from pipeline.errors import SourceError
 from pipeline.masking import url_secrets
 from pipeline.records import Frame

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pipeline.analyzers.base import Teacher
 from pipeline.clock import Clock
-from pipeline.config import TeacherConfig
+from pipeline.config.models import TeacherConfig
 from pipeline.incidents.escalation import QueueState
 from pipeline.records import EncodedFrame, Escalation, Priority, Verdict
 

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pipeline.sinks.decision_log import StateTransition
 from pipeline.web.context import ReviewContext
 from pipeline.web.events_page import snapshot_url
 
@@ -80,7 +81,7 @@ def cameras_view(ctx: ReviewContext, figures: CameraFigures) -> list[dict[str, A
         else:
             transition = ctx.index.last_decision(camera, "transition")
             summary = summaries.get(camera, {})
-            view = {"state": transition.get("to") if transition else None, "fps": summary.get("frames_per_second"),
+            view = {"state": transition.dest if isinstance(transition, StateTransition) else None, "fps": summary.get("frames_per_second"),
                     "lag_s": (summary.get("lag_s") or {}).get("p50"), "source_t": summary.get("source_seconds"),
                     "connected": None, "live": False,
                     "frame": snapshot_url(ctx.out_dir, str(last_event["id"]), last_event.get("snapshot")) if last_event else None}

@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.learning.agreement_store import AgreementStore, store_path_for
 from pipeline.clock import Clock
-from pipeline.config import Settings
+from pipeline.config.settings import Settings
 from pipeline.web.index import RunIndex
 
 log = logging.getLogger("edgewatch.web")
@@ -70,7 +70,7 @@ class ReviewContext:
         if not ids:
             start = float(event.get("start") or 0.0)
             end = event.get("end")
-            ids = [str(d.get("id")) for d in self.index.decisions(str(event.get("camera")), ["escalation"], start,
+            ids = [str(d.id) for d in self.index.decisions(str(event.get("camera")), ["escalation"], start,
                                                                   None if end is None else float(end))]
         return list(dict.fromkeys(ids))
 

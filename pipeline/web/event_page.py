@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pipeline.sinks.keyframe_archive import read_manifest, safe_name
+from pipeline.sinks.decision_log import EscalationSent, FrameDecision, VerdictReceived
 from pipeline.web.context import ReviewContext
 from pipeline.web.events_page import snapshot_url
 from pipeline.web.index import HUMAN_STATUS
@@ -44,13 +45,16 @@ def keyframes_of(ctx: ReviewContext, camera: str, escalation_id: str) -> list[di
 
 def escalation_view(ctx: ReviewContext, camera: str, escalation_id: str) -> dict[str, Any]:
     lines = ctx.index.decisions_by_ref(escalation_id)
-    escalation = next((d for d in lines if d.get("kind") == "escalation"), {})
-    verdict = next((d for d in lines if d.get("kind") == "verdict"), None)
+    escalation = next((d for d in lines if isinstance(d, EscalationSent)), None)
+    verdict = next((d for d in lines if isinstance(d, VerdictReceived)), None)
     trigger = None
-    if isinstance(escalation.get("t"), (int, float)):
-        t = float(escalation["t"])
-        trigger = next((d for d in ctx.index.decisions(camera, ["decision"], t, t) if d.get("escalate")), None)
-    return {"id": escalation_id, "line": escalation, "verdict": verdict, "trigger": trigger,
+    if escalation is not None and isinstance(escalation.t, (int, float)):
+        t = float(escalation.t)
+        trigger = next((d for d in ctx.index.decisions(camera, ["decision"], t, t) if isinstance(d, FrameDecision) and d.escalate),
+                       None)
+    # The template shows the verdict as the teacher gave it (the `Verdict` record's JSON) and how long it waited.
+    shown = None if verdict is None else {**verdict.verdict, "wait_s": verdict.wait_s}
+    return {"id": escalation_id, "line": escalation, "verdict": shown, "trigger": trigger,
             "keyframes": keyframes_of(ctx, camera, escalation_id)}
 
 
@@ -65,8 +69,8 @@ def event_view(ctx: ReviewContext, event_id: str) -> dict[str, Any]:
     escalations = [escalation_view(ctx, camera, e) for e in ctx.escalation_ids(event)]
     timeline = ctx.index.decisions(camera, ["decision", "transition"], start - ctx.settings.window.window_s,
                                    None if end is None else float(end), limit=TIMELINE_LIMIT)
-    prompts = sorted({str(d["student"].get("prompt_version")) for d in timeline
-                      if d.get("kind") == "decision" and isinstance(d.get("student"), dict) and d["student"].get("prompt_version")})
+    prompts = sorted({str(d.student.get("prompt_version")) for d in timeline
+                      if isinstance(d, FrameDecision) and isinstance(d.student, dict) and d.student.get("prompt_version")})
     human = ctx.store.human_verdicts().get(event_id)
     return {"event": event, "snapshot": snapshot_url(ctx.out_dir, event_id, event.get("snapshot")),
             "escalations": escalations, "timeline": timeline, "timeline_full": len(timeline) >= TIMELINE_LIMIT,

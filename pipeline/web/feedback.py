@@ -21,6 +21,7 @@ from starlette.routing import Route
 from pipeline.learning.agreement_store import HumanVerdict
 from pipeline.records import Event, ReviewStatus, VerdictKind
 from pipeline.incidents.thresholds import ThresholdController
+from pipeline.sinks.decision_log import EscalationSent
 from pipeline.web.context import ReviewContext
 from pipeline.web.event_page import event_view
 from pipeline.web.security import CSRF_COOKIE, CSRF_FIELD, csrf_ok
@@ -41,10 +42,10 @@ class FeedbackResult:
     published: bool
 
 
-def threshold_reason(event: Mapping[str, Any], escalation_lines: Sequence[Mapping[str, Any]]) -> str | None:
+def threshold_reason(event: Mapping[str, Any], escalation_lines: Sequence[EscalationSent]) -> str | None:
     """Which escalation reason the verdict speaks to: the event's safety escalation, else its first one;
     an alert nobody escalated counts as its safety flag."""
-    reasons = [str(line.get("reason")) for line in escalation_lines if line.get("reason")]
+    reasons = [str(line.reason) for line in escalation_lines if line.reason]
     safety = [r for r in reasons if r.startswith("safety")]
     if safety or reasons:
         return (safety or reasons)[0]
@@ -77,7 +78,7 @@ def record_feedback(ctx: ReviewContext, event_id: str, choice: str, note: str) -
     verdict = ctx.store.add_human_verdict(event_id, camera, kind, flags if kind == VerdictKind.CONFIRMED else (),
                                           note.strip()[:MAX_NOTE], escalation_ids)
     ctx.refresh()
-    lines = [line for e in escalation_ids for line in ctx.index.decisions_by_ref(e) if line.get("kind") == "escalation"]
+    lines = [line for e in escalation_ids for line in ctx.index.decisions_by_ref(e) if isinstance(line, EscalationSent)]
     reason = threshold_reason(event, lines)
     if reason is not None and ctx.settings.adaptive.enabled:
         _count_in_thresholds(ctx, camera, flags, reason, kind, float(event.get("end") or event.get("start") or 0.0))

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.sinks.decision_log import DecisionLine, EscalationSent, VerdictReceived, decision_from_line
+
 log = logging.getLogger("edgewatch.web.index")
 
 INDEX_NAME = "review-index.sqlite"
@@ -167,6 +169,13 @@ class RunIndex:
             pos = offset
             for raw in data[:end].splitlines(keepends=True):
                 line_offset, pos = pos, pos + len(raw)
+                if name != "events.jsonl":
+                    record = decision_from_line(raw)
+                    if record is None:
+                        self.bad_lines += 1
+                    else:
+                        self._index_decision(record, line_offset)
+                    continue
                 try:
                     obj = json.loads(raw)
                 except ValueError:
@@ -175,11 +184,8 @@ class RunIndex:
                 if not isinstance(obj, dict):
                     self.bad_lines += 1
                     continue
-                if name == "events.jsonl":
-                    seq += 1
-                    self._index_event(obj, line_offset, seq)
-                else:
-                    self._index_decision(obj, line_offset)
+                seq += 1
+                self._index_event(obj, line_offset, seq)
             if name == "events.jsonl":
                 self._set_meta("events:seq", str(seq))
                 self._apply_human()
@@ -206,12 +212,12 @@ class RunIndex:
             "review = excluded.review, status = excluded.status, end = excluded.end, peak = excluded.peak, "
             "snapshot = COALESCE(excluded.snapshot, events.snapshot), line_offset = excluded.line_offset", row)
 
-    def _index_decision(self, obj: dict[str, Any], line_offset: int) -> None:
-        kind = str(obj.get("kind", ""))
-        ref = obj.get("id") if kind == "escalation" else obj.get("escalation_id") if kind == "verdict" else None
-        t = obj.get("t")
+    def _index_decision(self, record: DecisionLine, line_offset: int) -> None:
+        ref = record.id if isinstance(record, EscalationSent) else record.escalation_id if isinstance(record, VerdictReceived) else None
+        t = getattr(record, "t", None)
         self._db.execute("INSERT OR REPLACE INTO decisions (line_offset, kind, camera, t, ref) VALUES (?, ?, ?, ?, ?)",
-                         (line_offset, kind, obj.get("camera"), float(t) if isinstance(t, (int, float)) else None, ref))
+                         (line_offset, record.kind, getattr(record, "camera", None), float(t) if isinstance(t, (int, float)) else None,
+                          ref))
 
     def _clear(self) -> None:
         self._db.executescript("DELETE FROM events; DELETE FROM decisions; DELETE FROM meta;")
@@ -273,14 +279,14 @@ class RunIndex:
                                    (camera,)).fetchone()
         return None if row is None else self._read_line("events.jsonl", int(row[0]))
 
-    def decisions_by_ref(self, ref: str) -> list[dict[str, Any]]:
+    def decisions_by_ref(self, ref: str) -> list[DecisionLine]:
         """The escalation and verdict lines of one escalation id."""
         with self._lock:
             offsets = [r[0] for r in self._db.execute("SELECT line_offset FROM decisions WHERE ref = ? ORDER BY line_offset", (ref,))]
-        return self._read_lines("decisions.jsonl", offsets)
+        return self._read_decisions(offsets)
 
     def decisions(self, camera: str, kinds: Iterable[str], t_from: float, t_to: float | None,
-                  limit: int = 400) -> list[dict[str, Any]]:
+                  limit: int = 400) -> list[DecisionLine]:
         """Decision-log lines of one camera and kinds with t in [t_from, t_to], in log order (at most ``limit``)."""
         kinds = list(kinds)
         marks = ",".join("?" * len(kinds))
@@ -290,13 +296,16 @@ class RunIndex:
             offsets = [r[0] for r in self._db.execute(
                 f"SELECT line_offset FROM decisions WHERE camera = ? AND kind IN ({marks}) AND t >= ? {upper} "
                 "ORDER BY line_offset LIMIT ?", args)]
-        return self._read_lines("decisions.jsonl", offsets)
+        return self._read_decisions(offsets)
 
-    def last_decision(self, camera: str, kind: str) -> dict[str, Any] | None:
+    def last_decision(self, camera: str, kind: str) -> DecisionLine | None:
         with self._lock:
             row = self._db.execute("SELECT MAX(line_offset) FROM decisions WHERE camera = ? AND kind = ?",
                                    (camera, kind)).fetchone()
-        return None if row is None or row[0] is None else self._read_line("decisions.jsonl", int(row[0]))
+        if row is None or row[0] is None:
+            return None
+        found = self._read_decisions([int(row[0])])
+        return found[0] if found else None
 
     def _read_line(self, name: str, offset: int) -> dict[str, Any] | None:
         lines = self._read_lines(name, [offset])
@@ -304,18 +313,28 @@ class RunIndex:
 
     def _read_lines(self, name: str, offsets: list[int]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        for raw in self._raw_lines(name, offsets):
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+        return out
+
+    def _read_decisions(self, offsets: list[int]) -> list[DecisionLine]:
+        """The decision-log records at ``offsets``, read by the log's one reader."""
+        return [r for raw in self._raw_lines("decisions.jsonl", offsets) for r in [decision_from_line(raw)] if r is not None]
+
+    def _raw_lines(self, name: str, offsets: list[int]) -> list[bytes]:
+        out: list[bytes] = []
         if not offsets:
             return out
         try:
             with (self.out_dir / name).open("rb") as fh:
                 for offset in offsets:
                     fh.seek(offset)
-                    try:
-                        obj = json.loads(fh.readline())
-                    except ValueError:
-                        continue
-                    if isinstance(obj, dict):
-                        out.append(obj)
+                    out.append(fh.readline())
         except OSError as exc:
             log.warning("review index: cannot read %s: %s", name, exc)
         return out

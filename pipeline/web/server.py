@@ -12,7 +12,7 @@ from typing import Any
 import uvicorn
 
 from pipeline.clock import Clock, SystemClock
-from pipeline.config import Settings
+from pipeline.config.settings import Settings
 from pipeline.errors import EdgewatchError
 from pipeline.web.app import create_app
 from pipeline.web.context import ReviewContext

@@ -1,0 +1,17 @@
+"""The one configuration model, one section per module (`pipeline.config.<section>`).
+
+Loaded from YAML, validated by pydantic: unknown keys and out-of-range values are errors
+that name the key and the allowed range.  Every default equals the documented value
+(docs/CONFIG.md), and ``config.example.yaml`` lists the essentials.  The package re-exports
+the root names only; a section's model is imported from its own module.
+"""
+
+from pipeline.config.loading import load_settings, settings_from_dict
+from pipeline.config.settings import Settings
+
+# The offline analyzers (pipeline/analyzers/offline_*) still import these two from the package: another
+# change owns those modules.  Once they import from pipeline.config.offline / pipeline.config.zones, drop this.
+from pipeline.config.offline import OfflineConfig
+from pipeline.config.zones import Zone
+
+__all__ = ["OfflineConfig", "Settings", "Zone", "load_settings", "settings_from_dict"]
