@@ -60,6 +60,12 @@ class EvidenceView:
             return "motion"
         return None
 
+    def _activity_flags(self, stats: WindowStats) -> frozenset[str]:
+        """The report's flags an activity event carries: not the safety ones.  A safety flag is its
+        alert event's business, with that event's own start; on an activity line that began long
+        before, it would date the hazard to the activity's start."""
+        return frozenset(f for f in stats.active_flags if not self._triggers_in(frozenset({f})))
+
     def _recent_uncovered(self, stats: WindowStats) -> tuple[SafetyEvidence, ...]:
         """The last n reports' evidence (gate-skipped frames repeating the newest), less what
         the teacher's dismissals covered."""

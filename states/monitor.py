@@ -51,7 +51,9 @@ from collections.abc import Iterable
 from pipeline.config.escalation import EscalationConfig
 from pipeline.config.states import StatesConfig
 from pipeline.incidents.escalation import FixedThresholds, Onsets, Thresholds, ThresholdSource, track_onsets
-from pipeline.incidents.events import EventBook, EventIds, OpenEvent
+from pipeline.incidents.end_of_input import cut_short
+from pipeline.incidents.events import ALONGSIDE_KINDS, EventBook, EventIds, OpenEvent
+from pipeline.incidents.evidence import activity_kinds
 from pipeline.incidents.verdicts import Coverage, prune, uncovered
 from pipeline.records import (ALWAYS_TRIGGERS, ReviewStatus, Transition, Verdict, VerdictKind, WindowStats,
                               normalise_flag)
@@ -250,8 +252,13 @@ class CameraMonitor(EvidenceView):
         return self._flush()
 
     def close(self, timestamp: float) -> MonitorOutput:
-        """End of input: end every open event."""
-        self.book.end_all(self._time(timestamp), "input ended")
+        """End of input: a safety flag the input cut short is decided on what was seen; then end every open event."""
+        t = self._time(timestamp)
+        for kind, onset, seen in cut_short(self._stats, self._live_now(self._stats) if self._stats else frozenset(),
+                                           self.book.alerts, self.thresholds.current().persistence_n, t):
+            self._open_alert(kind, onset, f"{kind} in the last {seen} report(s) when the input ended, before "
+                                          f"persistence could be judged: decided on the evidence seen")
+        self.book.end_all(t, "input ended")
         return self._flush()
 
     def unreviewed_alerts(self) -> frozenset[str]:
@@ -562,8 +569,8 @@ class CameraMonitor(EvidenceView):
         self.open_incident_id = f"{self.camera}-incident-{self._incident_counter:05d}"
 
     def _open_activity(self, stats: WindowStats, t: float, reason: str) -> None:
-        self.book.open_activity(self._activity_kind(stats) or "motion", float(stats.timestamp), t, stats.active_flags,
-                                stats.confidence_last, reason)
+        self.book.open_activity(self._activity_kind(stats) or "motion", float(stats.timestamp), t,
+                                self._activity_flags(stats), stats.confidence_last, reason)
 
     def _open_alert(self, kind: str, t: float, reason: str, *, review: ReviewStatus = Review.NOT_REVIEWED,
                     explanation: str = "", confidence: float | None = None, escalation_ids: Iterable[str] = ()) -> OpenEvent:
@@ -579,6 +586,7 @@ class CameraMonitor(EvidenceView):
     def _end_quiet_activity(self, t: float) -> None:
         """End the activity event after quiet_after_s without activity, whatever the alert cycle is
         doing (where the machine ends it, go_quiet does, with the camera going idle)."""
+        self.book.end_quiet_alongside(t, self.cfg.quiet_after_s)
         if self.book.activity is None or self._is("quiet_by_machine"):
             return
         quiet = t - self._last_activity_ts
@@ -592,7 +600,9 @@ class CameraMonitor(EvidenceView):
             if self.book.activity is None and self._is("watching"):
                 self._open_activity(stats, t, f"activity ({activity}) while {self.state}")
             else:
-                self.book.see_activity(activity, t, stats.active_flags, conf)
+                self.book.see_activity(activity, t, self._activity_flags(stats), conf)
+            # A vehicle passing while a person is in view (or the reverse) is an event of its own.
+            self.book.see_alongside(activity_kinds(stats.observations) & ALONGSIDE_KINDS, t, conf)
         alerting = self._is("alerting")
         for kind, ev in list(self.book.alerts.items()):
             if kind in flags:

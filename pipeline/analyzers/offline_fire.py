@@ -7,7 +7,9 @@ between analysed frames — in ``FIRE_PERSIST`` analysed frames in a row.  A ste
 (a balloon, a vest) moves as one body.
 
 Smoke: only where flames were seen in this camera within ``SMOKE_AFTER_FIRE_S``.  A soft,
-grey, detail-veiling region that persists and spreads.  Without visible flames the student
+grey, detail-veiling region that persists and spreads; or a veil drifting over the view next to
+the flames, taking brightness up and detail away from new patches frame after frame
+(`offline_veil`).  Without visible flames the student
 reports haze at most: grey soft regions without a source are far more often shadows, coats,
 fog or exposure changes than smoke, and a false smoke alarm is a defect.
 """
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from pipeline.analyzers.offline_veil import VeilState, judge_veil
 from pipeline.analyzers.offline_vision import WorkImage, clean_mask, region_name, smoke_mask
 
 FIRE_MIN_AREA = 0.0015
@@ -36,6 +39,8 @@ SMOKE_VEIL = 0.8
 """Detail (Laplacian) inside a smoke region must fall below this share of the background's there."""
 SMOKE_AFTER_FIRE_S = 60.0
 """Smoke is claimed only within this many seconds of flames seen in the same camera."""
+VEIL_FLAME_MEMORY_S = 3.0
+"""Flame colour seen this recently marks where a drifting veil may be its smoke."""
 
 
 @dataclass
@@ -48,11 +53,14 @@ class FireState:
     """Consecutive analysed frames whose region flickered in place."""
     last_fire_t: float | None = None
     smoke_history: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=6))
+    veil: VeilState = field(default_factory=VeilState)
+    """The drifting-veil smoke cue (`offline_veil`)."""
 
     def clear(self) -> None:
         self.history.clear()
         self.streak = 0
         self.smoke_history.clear()
+        self.veil.clear()
 
 
 def fire_evidence(current: np.ndarray, previous: np.ndarray, recent: np.ndarray) -> tuple[float, bool, bool]:
@@ -149,9 +157,17 @@ def soft_grey_region(work: WorkImage, diff: np.ndarray, fg: np.ndarray, fire: np
 def judge_smoke(st: FireState, t: float, work: WorkImage, diff: np.ndarray, fg: np.ndarray, fire: np.ndarray,
                 background: np.ndarray | None) -> tuple[str | None, float, bool, np.ndarray | None]:
     """(observation, strength, is_smoke, region) — region so blobs inside the haze are not objects."""
+    flames = np.zeros(fire.shape, bool)
+    for ts, mask, _ in st.history:
+        if t - ts <= VEIL_FLAME_MEMORY_S and mask.shape == flames.shape:
+            flames |= mask.astype(bool)
+    veil_share, veiling = judge_veil(st.veil, t, work.grey, work.hsv, flames)
     if st.last_fire_t is None or t - st.last_fire_t > SMOKE_AFTER_FIRE_S:
         st.smoke_history.clear()
         return None, 0.0, False, None
+    if veiling:
+        # Grey light drifting over the scene next to the flames, veiling new ground frame after frame.
+        return f"smoke drifting over the view near the fire ({veil_share:.1%} newly veiled)", 0.7, True, None
     area, softness, region = soft_grey_region(work, diff, fg, fire, background)
     if area < SMOKE_MIN_AREA or softness > SMOKE_SOFTNESS:
         st.smoke_history.clear()

@@ -41,6 +41,9 @@ _RANK: dict[ReviewStatus, int] = {
 
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
 
+#: Kinds of activity that get an event of their own when seen alongside the activity event's type.
+ALONGSIDE_KINDS = frozenset({"person", "vehicle"})
+
 #: Random characters after the time in an event id (30 bits: a clash within one millisecond of
 #: one camera is about one in a billion).
 ID_SUFFIX_CHARS = 6
@@ -113,7 +116,8 @@ def fold(lines: Iterable[Event]) -> tuple[Event, ...]:
 
 
 class EventBook:
-    """The open events of one camera (one activity event, one alert per type) and the lines
+    """The open events of one camera (one activity event, others of another kind seen alongside
+    it, one alert per type) and the lines
     their moves write; ``state`` names the monitor state each line records."""
 
     def __init__(self, camera: str, state: Callable[[], str], ids: EventIds | None = None) -> None:
@@ -121,6 +125,9 @@ class EventBook:
         self._state = state
         self.ids = ids or EventIds(camera)
         self.activity: OpenEvent | None = None
+        self.alongside: dict[str, OpenEvent] = {}
+        """Activity of another kind seen while the activity event is open (a car passing while a
+        person is in view): one event per kind, each with its own start and end."""
         self.alerts: dict[str, OpenEvent] = {}
         self.reported_until: dict[str, float] = {}
         """Alert type → when its last alert that was not dismissed ended (a later teacher mention
@@ -164,6 +171,37 @@ class EventBook:
 
     def end_activity(self, t: float, reason: str) -> None:
         ev, self.activity = self.activity, None
+        if ev is not None:
+            ev.add_reason(reason)
+            self._write(ev, "end", end=t)
+
+    def see_alongside(self, kinds: Iterable[str], t: float, confidence: float) -> None:
+        """Kinds of activity a report shows besides the activity event's own type: each opens (or
+        continues) its own event, whose first reason names the activity event it was seen with."""
+        main = self.activity
+        if main is not None and main.type in self.alongside:
+            self.end_alongside(main.type, t, f"the activity event {main.id} is now a {main.type}")
+        for kind in sorted(kinds):
+            if main is None or kind == main.type:
+                continue
+            ev = self.alongside.get(kind)
+            if ev is None:
+                ev = OpenEvent(id=self.ids.new(t), type=kind, severity="activity", start=t,
+                               peak_confidence=confidence, last_seen=t)
+                ev.add_reason(f"{kind} seen alongside the {main.type} of {main.id}")
+                self.alongside[kind] = ev
+                self._write(ev, "new")
+            else:
+                ev.peak_confidence = max(ev.peak_confidence, confidence)
+                ev.last_seen = t
+
+    def end_quiet_alongside(self, t: float, quiet_s: float) -> None:
+        for kind, ev in list(self.alongside.items()):
+            if t - ev.last_seen >= quiet_s:
+                self.end_alongside(kind, t, f"no {kind} for {t - ev.last_seen:.1f}s >= quiet_after_s {quiet_s:g}s")
+
+    def end_alongside(self, kind: str, t: float, reason: str) -> None:
+        ev = self.alongside.pop(kind, None)
         if ev is not None:
             ev.add_reason(reason)
             self._write(ev, "end", end=t)
@@ -239,7 +277,9 @@ class EventBook:
     def end_all(self, t: float, reason: str) -> None:
         for kind in list(self.alerts):
             self.end_alert(kind, t, reason)
+        for kind in list(self.alongside):
+            self.end_alongside(kind, t, reason)
         self.end_activity(t, reason)
 
 
-__all__ = ["EventBook", "EventIds", "ID_SUFFIX_CHARS", "OpenEvent", "advance_review", "fold"]
+__all__ = ["ALONGSIDE_KINDS", "EventBook", "EventIds", "ID_SUFFIX_CHARS", "OpenEvent", "advance_review", "fold"]

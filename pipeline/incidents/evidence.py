@@ -176,7 +176,18 @@ _ACTIVITY_WORD = re.compile(r"[a-z]+")
 
 
 def activity_kind(observations: Iterable[str]) -> str | None:
-    """``person``, ``vehicle`` or ``motion`` when the observations show activity, else None.
+    """``person``, ``vehicle`` or ``motion`` when the observations show activity, else None
+    (the most specific kind of `activity_kinds`: a person before a vehicle before motion)."""
+    found = activity_kinds(observations)
+    if "person" in found:
+        return "person"
+    if "vehicle" in found:
+        return "vehicle"
+    return "motion" if found else None
+
+
+def activity_kinds(observations: Iterable[str]) -> frozenset[str]:
+    """Every kind of activity (``person``, ``vehicle``, ``motion``) the observations show.
 
     An observation is split into clauses; a clause shows activity when it names something
     present or moving that no quiet word ("no", "empty", ...) before it negates.
@@ -190,11 +201,7 @@ def activity_kind(observations: Iterable[str]) -> str | None:
                     negated = True
                 elif not negated and word in ACTIVITY_WORDS:
                     found.add("person" if word in PERSON_WORDS else "vehicle" if word in VEHICLE_WORDS else "motion")
-    if "person" in found:
-        return "person"
-    if "vehicle" in found:
-        return "vehicle"
-    return "motion" if found else None
+    return frozenset(found)
 
 
 class EvidenceReader:
