@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", default=[], metavar="TEXT", help="only clips whose file name contains TEXT (repeatable)")
     p.add_argument("--config", type=Path, help="YAML config (the evaluation: section holds the simulated models' parameters)")
     p.add_argument("--ollama-host", help="Ollama host for --pair ollama")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                   help="clips evaluated in parallel processes (default: 2, or 1 on a one-core machine)")
+    p.add_argument("--no-replay", action="store_true",
+                   help="decode every clip for every run instead of once per clip (the simulated pair's fast path "
+                        "replays one decode; the scores are the same, tests/test_evaluation_replay.py)")
     p.add_argument("--verbose", action="store_true", help="progress and debug logging")
     return p
 
@@ -89,6 +95,8 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
                                        "teacher": base.teacher.model_copy(update={"host": args.ollama_host})})
     if args.fixed_interval_s is not None and not 0 < args.fixed_interval_s <= 3600:
         raise UsageError(f"--fixed-interval-s must be in (0, 3600] (got {args.fixed_interval_s:g})")
+    if not 1 <= args.workers <= 64:
+        raise UsageError(f"--workers must be in 1..64 (got {args.workers})")
     seeds = _seeds(args.seeds)
     if args.pair != "simulated" and len(seeds) > 1:
         log.warning("the %s pair has no seed: running once", args.pair)
@@ -98,7 +106,7 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     result = evaluate(labels=labels, pair=args.pair, seeds=seeds, out=args.out, base=base, policies=policies,
                       sweep=args.sweep, fixed_interval_s=args.fixed_interval_s, only=args.only,
                       progress=(lambda m: sys.stderr.write(m + "\n")) if args.verbose else None,
-                      informativeness=informativeness)
+                      informativeness=informativeness, workers=args.workers, replay=not args.no_replay)
     sys.stdout.write(f"{args.pair} pair, {len(result.records)} runs, seeds {','.join(map(str, seeds))}\n")
     for block in result.blocks:
         if block.informativeness is not None:

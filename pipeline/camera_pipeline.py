@@ -106,6 +106,7 @@ class CameraPipeline:
         self._safety_watch: Counter[str] = Counter()  # skip reason -> frames the safety watch sent on anyway
         self._escalations = 0
         self._current_item: EncodedFrame | None = None
+        self._last_report: FrameReport | None = None
         self._explanation = ""
         # The newest frame the gate passed and the budget held back: the budget's final look at the end.
         self._held: tuple[Frame, GateDecision] | None = None
@@ -216,6 +217,7 @@ class CameraPipeline:
             self.lags.append(max(0.0, self.newest_frame_ts - report.timestamp))
             full_item, item = item, slim_encoded(item)  # the window keeps what the model saw, not the full decode
             self._current_item = item
+            self._last_report = report
             if self.learner is not None:
                 report = self.learner.calibrate(report)  # unchanged unless learning.calibrate and enough examples
                 if self.learner.applying and isinstance(self.policy, EscalationPolicy):
@@ -328,6 +330,8 @@ class CameraPipeline:
                                  reason=result.escalation.reason)
             if coverage is not None:
                 self.policy.cover(coverage)
+        elif verdict.kind == VerdictKind.CONFIRMED and hasattr(self.policy, "confirm"):  # baselines have no memory of it
+            self.policy.confirm(self._match_safety(verdict.safety_flags, ()))
         if verdict.explanation:
             self._explanation = verdict.explanation
         if self.learner is not None:
@@ -378,6 +382,19 @@ class CameraPipeline:
                 self.pool.submit(encode_frame(frame, _as_sent(decision, final), self.settings.encode))
         self._final_motion_look()
         self._handle_reports(self.pool.drain())
+        self._ask_at_end()
+
+    def _ask_at_end(self) -> None:
+        """No frame follows: the policy's last decision (unanswered safety evidence is asked now)."""
+        at_end = getattr(self.policy, "at_end", None)  # baseline policies under evaluation have none
+        report = self._last_report
+        if at_end is None or report is None:
+            return
+        decision = at_end(self.window.stats(), self.queue.state(), self.monitor.unreviewed_alerts())
+        if not decision.escalate:
+            return
+        self._apply(self._escalate(decision, report))
+        self._await_verdict()
 
     def _final_motion_look(self) -> None:
         """The video ended while the observer still sees someone down (or falling): the student looks at

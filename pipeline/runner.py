@@ -29,7 +29,7 @@ from pipeline.sinks.decision_log import (Notice, Reload,
                                          RunStarted, RunSummaryLine, ThresholdChangeLine)
 from pipeline.sinks.disk_guard import DiskGuard
 from pipeline.sinks.files import new_run_id, prepare_out_dir, write_json_atomically
-from pipeline.sources.capture import open_source
+from pipeline.sources.capture import FrameSource, open_source
 from pipeline.sources.live import LiveGrabber
 from pipeline.teacher.queue import TeacherQueue
 from pipeline.analyzers.backends import Backends
@@ -250,9 +250,13 @@ class Runner:
 
     # -- one source ---------------------------------------------------------------------------
 
-    def run(self, source_spec: str, *, max_frames: int | None = None) -> RunSummary:
-        """One source.  Files and image folders are replayed; webcams and streams run live, with reconnects."""
-        if is_live_spec(source_spec):
+    def run(self, source_spec: str, *, max_frames: int | None = None, source: FrameSource | None = None,
+            prepare: Callable[[CameraPipeline], None] | None = None) -> RunSummary:
+        """One source.  Files and image folders are replayed; webcams and streams run live, with reconnects.
+
+        ``source`` (an already open file source) and ``prepare`` (called on the camera's pipeline before the
+        first frame) let the evaluation replay one decode of a clip to many runs (tools/evaluation/replay.py)."""
+        if source is None and is_live_spec(source_spec):
             # A stream that is not up yet (a box that boots before its cameras) is waited for: the
             # grabber retries with backoff and /healthz says the camera is waiting.  A webcam index
             # names a local device: an absent one is one clear error at once.
@@ -263,7 +267,7 @@ class Runner:
         s = self.settings
         camera = s.camera_id
         prepare_out_dir(Path(s.output.out_dir))  # before opening the source: fail fast on an unwritable folder
-        source = open_source(source_spec, camera_id=camera, cfg=s.capture, clock=self.clock)
+        source = source or open_source(source_spec, camera_id=camera, cfg=s.capture, clock=self.clock)
         out_dir, outputs, mqtt, metrics = self._open_outputs()
         replay = not s.capture.realtime
         pipelines: dict[str, CameraPipeline] = {}
@@ -272,6 +276,8 @@ class Runner:
                               replay=replay, description=source.description,
                               settle_verdicts=lambda: self._route(queue, pipelines), clock=self.clock, stop=self.stop)
         pipelines[camera] = pipe
+        if prepare is not None:
+            prepare(pipe)
         pipe.learner = self.learner
         if mqtt is not None:
             mqtt.announce([camera], sorted(pipe.monitor.triggers))

@@ -16,9 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_defaults_are_the_documented_routing_values() -> None:
     s = Settings()
-    assert s.escalation.min_confidence == 0.72
+    assert s.escalation.min_confidence == 0.5
     assert s.escalation.safety_triggers == ["fire", "weapon", "fall", "intrusion", "smoke", "blood"]
-    assert s.escalation.audit_every == 120
+    assert s.escalation.audit_every == 480
+    assert s.teacher.max_keyframes == 3 and s.escalation.flip_limit == 1000  # from docs/EVALUATION.md
     assert s.teacher.max_queue_depth == 15
     assert s.teacher.batch_window_ms == 2000
     assert s.student.max_concurrent == 4

@@ -58,7 +58,9 @@ def test_demo_events_reach_home_assistant_over_mqtt(tmp_path: Path) -> None:
     assert any(e["after"]["review"] == "confirmed" for e in fall)
 
     states = [json.loads(m.payload) for m in sub.on("edgewatch/cam0/state")]
-    assert {s["state"] for s in states} >= {"alert", "idle"}
+    # The demo's alerts end into cooldown; the next event comes before the cooldown is over (the
+    # camera went idle in between only through a low-confidence review, off at min_confidence 0.5).
+    assert {s["state"] for s in states} >= {"alert", "cooldown"}
     assert any(s["explanation"] for s in states)
 
     everything = proc.stdout + proc.stderr + "".join(

@@ -54,6 +54,7 @@ def _decisions(out: Path) -> list[dict]:
 def test_a_reload_reaches_the_decisions_with_adaptive_thresholds_on(tmp_path: Path) -> None:
     clock = ManualClock()
     settings = settings_from_dict({"output": {"out_dir": str(tmp_path), "snapshots": False},
+                                   "escalation": {"min_confidence": 0.72},
                                    "adaptive": {"state_file": str(tmp_path / "state.json")}})
     assert settings.adaptive.enabled, "the defect only showed with adaptive thresholds on, the default"
     backends = Backends(student=ScriptedStudent(), teacher=SilentTeacher())

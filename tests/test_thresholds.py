@@ -218,7 +218,7 @@ def test_low_confidence_dismissals_lower_min_confidence_within_bounds(tmp_path: 
     c.update(0.0)
     for i in range(60):
         c.record_verdict(frozenset(), "low_confidence", "dismissed", 1.0 + i / 2)
-    assert c.update(50.0)[0].thresholds.min_confidence == pytest.approx(0.72 - 3 * 0.05)  # still day
+    assert c.update(50.0)[0].thresholds.min_confidence == pytest.approx(0.5 - 3 * 0.05)  # still day
     assert c.feedback["day"][LOW_CONFIDENCE_KEY].offset == 3
 
 

@@ -10,16 +10,19 @@ DEFAULT_SAFETY_TRIGGERS = ["fire", "weapon", "fall", "intrusion", "smoke", "bloo
 
 
 class EscalationConfig(Section):
-    min_confidence: float = Field(0.72, ge=0.0, le=1.0, description="Student confidence below this, sustained over the window, escalates.")
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0, description="Student confidence below this, sustained over the window, escalates (0.5 from the routing evaluation: 0.6-0.72 cost 2-6 model-s more per run of the 17 shared clips and bought no event F1, docs/EVALUATION.md).")
     safety_triggers: list[str] = Field(default_factory=lambda: list(DEFAULT_SAFETY_TRIGGERS), description="Flags that are safety triggers (tamper always is one: a blinded camera sees no other hazard).")
     persistence_k: int = Field(2, ge=1, le=100, description="A safety trigger must be in k of the last n analysed frames to persist: it escalates to the teacher and, without a verdict, moves suspicious → alert (one rule for both).")
     persistence_n: int = Field(3, ge=1, le=100, description="See persistence_k.")
-    audit_every: int = Field(120, ge=1, le=100000, description="Send a calm sequence to the teacher every this many analysed frames (samples silent misses).")
-    flip_limit: int = Field(4, ge=1, le=1000, description="A flag switching on/off at least this many times in the window escalates.")
+    audit_every: int = Field(480, ge=1, le=100000, description="Send a calm sequence to the teacher every this many analysed frames (samples silent misses; 480 = 4 min at 2 fps: the 120 measured before cost model-seconds and found nothing more, docs/EVALUATION.md).")
+    flip_limit: int = Field(1000, ge=1, le=1000, description="A flag switching on/off at least this many times in the window escalates. The default (1000) never triggers: flickering safety flags are asked through persistence, re-asks and the end-of-source question, and flip escalations cost 6 model-s for 0.7 points of event F1 on the shared clips (docs/EVALUATION.md); set 4 to bring them back.")
     suppress_after_dismiss_s: float = Field(30.0, ge=0, le=86400, description="After the teacher dismisses a pattern, its low-confidence, flip and scene-change signals do not escalate again for this long (safety evidence is never suppressed: a dismissal covers only the frames the teacher saw).")
     reask_after_s: float = Field(2.0, ge=0, le=3600, description="A dismissed safety pattern that persists again on frames after the teacher's last keyframe is asked again at most this often (its alert stands meanwhile).")
     review_alerts: bool = Field(True, description="An alert the monitor raised on the student's word alone (a flag carried over gate-skipped frames, a tamper the gate backs) and still unreviewed at the next analysed frame goes to the teacher too, so no alert is left unreviewed while the teacher is reachable.")
     rearm_after_s: float = Field(2.0, ge=0, le=3600, description="A safety flag that returns after an analysed frame without it, and after being absent this long, is a new onset: earlier dismissals and escalations of it no longer hold it back.")
+    reask_when_due: bool = Field(True, description="A dismissed safety type seen again while the re-ask rate limit holds is owed a question: asked as soon as reask_after_s allows, while its evidence is still in the window (not dropped when it stops persisting).")
+    hold_confirmed: bool = Field(True, description="A safety type the teacher confirmed is not asked again while the student's evidence of it goes on; a new onset (absent rearm_after_s, then back) or a quiet spell re-arms it (instead of re-asking every window length).")
+    ask_at_end: bool = Field(True, description="When a source ends, safety evidence of its last persistence_n frames that no verdict covers is asked of the teacher even if it never persisted (a flag on a clip's last frame, a scene cut just before a camera is lost).")
 
     @model_validator(mode="after")
     def _k_le_n(self) -> "EscalationConfig":

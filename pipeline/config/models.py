@@ -38,5 +38,5 @@ class TeacherConfig(ModelEndpoint):
     num_predict: int = Field(512, ge=16, le=8192, description="Upper bound on the teacher's generated tokens.")
     max_queue_depth: int = Field(15, ge=1, le=10000, description="Escalations waiting at most; beyond it the lowest priority is shed (safety is merged, never shed).")
     batch_window_ms: int = Field(2000, ge=0, le=60000, description="Escalations of the same camera and incident arriving within this window fold into one request.")
-    max_keyframes: int = Field(6, ge=1, le=32, description="Keyframes per escalated sequence.")
+    max_keyframes: int = Field(3, ge=1, le=32, description="Keyframes per escalated sequence. 3 from the routing evaluation (docs/EVALUATION.md): with the simulated pair 1 keyframe scores the same for 20% fewer model-seconds, but the offline sequence teacher on the real clips needs 3 (with 1 it let a wrong fall alert through); 6 costs more for nothing measured.")
     wait_in_replay: bool = Field(True, description="For files read as fast as possible, wait for each verdict before the next analysed frame so a replay is deterministic.")

@@ -101,6 +101,12 @@ class Thresholds:
     review_alerts: bool = True
     """An alert the monitor raised that no teacher has seen is a safety question too (`decide`'s ``unreviewed``)."""
     """A dismissed safety pattern that persists again on later frames is asked again at most this often."""
+    reask_when_due: bool = True
+    """A re-ask the rate limit held back is owed: asked once the limit allows, while its evidence is in the window."""
+    hold_confirmed: bool = True
+    """A safety type the teacher confirmed is not asked again while its evidence goes on (re-armed by a new onset)."""
+    ask_at_end: bool = True
+    """When the source ends, safety evidence of the last n frames no teacher has answered is asked (`decide`'s ``final``)."""
     calibrated: bool = False
     """The reports' confidence is calibrated (probability the teacher agrees): safety evidence is
     weighed by it and low confidence looks at unflagged frames only (module doc).  False = raw."""
@@ -131,6 +137,9 @@ class Thresholds:
             rearm_after_s=cfg.rearm_after_s,
             reask_after_s=cfg.reask_after_s,
             review_alerts=cfg.review_alerts,
+            reask_when_due=cfg.reask_when_due,
+            ask_at_end=cfg.ask_at_end,
+            hold_confirmed=cfg.hold_confirmed,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -210,6 +219,10 @@ class PolicyMemory:
     onsets: Onsets = field(default_factory=Onsets)
     coverages: tuple[Coverage, ...] = ()
     """What the teacher's dismissals covered (frames up to their last keyframe): not safety evidence again."""
+    owed: frozenset[str] = frozenset()
+    """Dismissed safety types seen again whose re-ask the rate limit held back: asked when due."""
+    confirmed: frozenset[str] = frozenset()
+    """Safety types the teacher confirmed whose evidence has gone on since (no new onset, not gone quiet)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,11 +277,16 @@ def _covered(pattern: frozenset[str], patterns: Mapping[frozenset[str], float], 
 
 def decide(
     stats: WindowStats, thresholds: Thresholds, queue: QueueState, memory: PolicyMemory,
-    unreviewed: frozenset[str] = frozenset(),
+    unreviewed: frozenset[str] = frozenset(), *, final: bool = False,
 ) -> tuple[Decision, PolicyMemory]:
     """The policy's decision on the newest frame; ``unreviewed`` names the safety types the
     monitor alerts on that no teacher has seen (with ``review_alerts`` they are asked about like
-    persisting evidence: the monitor can alert on frames the policy never analyses)."""
+    persisting evidence: the monitor can alert on frames the policy never analyses).
+
+    ``final``: the source has ended and no frame follows.  With ``ask_at_end``, safety evidence in
+    the last n frames that no verdict covers is asked now, persisting or not and whatever the
+    re-ask rate (a flag on a clip's last frame, a cut just before a camera is lost): it would
+    otherwise never be answered."""
     now = stats.timestamp
     cooloff_s = thresholds.cooloff_s if thresholds.cooloff_s is not None else stats.window_s
     is_new_frame = memory.last_timestamp is None or now > memory.last_timestamp
@@ -301,6 +319,18 @@ def decide(
     dismissed_before = frozenset().union(*(c.flags for c in memory.coverages)) if memory.coverages else frozenset()
     persisting |= frozenset(t for t in dismissed_before & thresholds.safety_triggers if any(t in e.triggers for e in recent))
     any_evidence = any(e.triggers & thresholds.safety_triggers for e in recent)
+    # A re-ask the rate limit held back is owed while its (uncovered) evidence is in the window.
+    window_uncovered = uncover(evidence, memory.coverages)
+    in_window = frozenset().union(*(e.triggers for e in window_uncovered)) & thresholds.safety_triggers if window_uncovered \
+        else frozenset()
+    owed = memory.owed & in_window if thresholds.reask_when_due else frozenset()
+    if owed and may_reask(memory.last_escalated_at.get("safety"), now, thresholds.reask_after_s):
+        persisting |= owed
+    ask_now = final and thresholds.ask_at_end
+    if ask_now:
+        persisting |= frozenset().union(*(e.triggers for e in recent)) & thresholds.safety_triggers if recent else frozenset()
+    # A confirmed type stays answered while its evidence goes on: a new onset or a quiet spell re-arms it.
+    confirmed = (memory.confirmed - new_onsets) if any_evidence and thresholds.hold_confirmed else frozenset()
 
     # -- low confidence, sustained --------------------------------------------------------
     window_trace = evidence[-max(stats.n_reports, 1):]
@@ -357,6 +387,8 @@ def decide(
         candidates.append(("scene_change", stats.active_flags, "scene_change"))
     if audit_due:
         candidates.append(("audit", stats.active_flags, "audit"))
+    if final:
+        candidates = [c for c in candidates if c[0] == "safety"]  # the last question is a safety one or none
 
     chosen: tuple[str, frozenset[str], str] | None = None
     blocked: list[tuple[str, str]] = []
@@ -364,9 +396,13 @@ def decide(
         if signal not in ("audit", "safety") and _covered(flags, memory.suppressed, now):
             blocked.append((signal, "suppressed"))
             continue
-        if (signal == "safety" and flags & dismissed_before
+        if (signal == "safety" and flags & dismissed_before and not ask_now
                 and not may_reask(memory.last_escalated_at.get("safety"), now, thresholds.reask_after_s)):
             blocked.append((signal, "reask_wait"))
+            owed |= flags & dismissed_before & in_window if thresholds.reask_when_due else frozenset()
+            continue
+        if signal == "safety" and flags <= confirmed:
+            blocked.append((signal, "confirmed_ongoing"))
             continue
         if signal == "safety":
             recent = _covered(flags, memory.escalated_patterns, now, since=now - cooloff_s)
@@ -397,6 +433,7 @@ def decide(
         if signal == "safety":
             patterns[flags] = now
             open_incident = True
+            owed -= flags
         # Any escalation sends the window to the teacher, so a due audit or a pending
         # scene change is served by it.
         if audit_due:
@@ -413,6 +450,8 @@ def decide(
         last_timestamp=now if memory.last_timestamp is None else max(now, memory.last_timestamp),
         onsets=onsets,
         coverages=prune(memory.coverages, now - stats.window_s),
+        owed=owed,
+        confirmed=confirmed,
     )
 
     if chosen is not None:
@@ -470,12 +509,24 @@ class EscalationPolicy:
             self.escalations_by_reason[decision.reason] = self.escalations_by_reason.get(decision.reason, 0) + 1
         return decision
 
+    def at_end(self, stats: WindowStats, queue: QueueState, unreviewed: frozenset[str] = frozenset()) -> Decision:
+        """The source ended after the frame of ``stats``: one last decision (`decide`'s ``final``)."""
+        decision, self.memory = decide(stats, self._effective_thresholds(), queue, self.memory, unreviewed, final=True)
+        self.last_decision = decision
+        if decision.escalate:
+            self.escalations_by_reason[decision.reason] = self.escalations_by_reason.get(decision.reason, 0) + 1
+        return decision
+
+    def confirm(self, flags: frozenset[str]) -> None:
+        """The teacher confirmed these safety types: not asked again while their evidence goes on."""
+        self.memory = replace(self.memory, confirmed=self.memory.confirmed | flags)
+
     def cover(self, coverage: Coverage) -> None:
         """After a dismissal of a safety pattern: the frames it covered no longer count as
         evidence, and the pattern may be asked again (at the re-ask rate) on later frames."""
         patterns = {p: t for p, t in self.memory.escalated_patterns.items() if not (p & coverage.flags)}
         self.memory = replace(self.memory, coverages=self.memory.coverages + (coverage,),
-                              escalated_patterns=_frozen_map(patterns))
+                              escalated_patterns=_frozen_map(patterns), confirmed=self.memory.confirmed - coverage.flags)
 
     def suppress(self, flags: Iterable[str], until: float, reason: str | None = None) -> None:
         """After a dismissal: the pattern ``flags`` does not escalate on its non-safety signals
