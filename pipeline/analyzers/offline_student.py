@@ -40,7 +40,8 @@ from pipeline.analyzers.offline_vision import (
 )
 from pipeline.analyzers.offline_zones import ZoneBook
 from pipeline.clock import Clock
-from pipeline.config import OfflineConfig, Zone
+from pipeline.config.offline import OfflineConfig
+from pipeline.config.zones import Zone
 from pipeline.records import EncodedFrame, FrameReport, GateReason, MotionRecord, StudentAnswer
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ from pipeline.analyzers.offline_sequence import Keyframe, PairMotion, SequenceRe
 from pipeline.analyzers.offline_vision import Blob, point_in_polygon
 from pipeline.analyzers.offline_zones import ZoneBook
 from pipeline.clock import Clock
-from pipeline.config import OfflineConfig, Zone
+from pipeline.config.offline import OfflineConfig
+from pipeline.config.zones import Zone
 from pipeline.incidents.evidence import match_safety
 from pipeline.records import MODEL_ERROR_FLAG, SAFETY_FLAGS, Escalation, Mover, TeacherAnswer, Verdict, normalise_flag
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.config import Zone
+from pipeline.config.zones import Zone
 
 
 class ZoneBook:

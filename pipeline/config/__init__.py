@@ -9,9 +9,4 @@ the root names only; a section's model is imported from its own module.
 from pipeline.config.loading import load_settings, settings_from_dict
 from pipeline.config.settings import Settings
 
-# The offline analyzers (pipeline/analyzers/offline_*) still import these two from the package: another
-# change owns those modules.  Once they import from pipeline.config.offline / pipeline.config.zones, drop this.
-from pipeline.config.offline import OfflineConfig
-from pipeline.config.zones import Zone
-
-__all__ = ["OfflineConfig", "Settings", "Zone", "load_settings", "settings_from_dict"]
+__all__ = ["Settings", "load_settings", "settings_from_dict"]
