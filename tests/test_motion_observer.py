@@ -126,3 +126,20 @@ def test_a_fall_in_the_last_second_of_a_clip_raises_a_fall_alert(tmp_path: Path)
     falls = [e for e in events if e["type"] == "fall"]
     assert falls, [(e["type"], e["phase"], e["start"]) for e in events]
     assert 4.0 <= falls[0]["start"] <= 5.6
+
+
+@pytest.mark.slow
+def test_a_person_lying_where_they_fell_is_not_a_vehicle(tmp_path: Path) -> None:
+    # Lying and getting up, the silhouette is wide and moving: the shape alone says "vehicle".
+    # The mover the observer saw fall stays a person for as long as it is tracked.
+    faller = Walker(enter=0.0, exit=16.0, path=((0.0, -0.06), (4.0, 0.42), (10.6, 0.42), (14.0, 1.08)),
+                    tilt=((4.0, 0.0), (4.7, 90.0), (9.0, 90.0), (10.5, 0.0)))
+    sc = Scene(room=Room(size=(640, 360), seed=7), actors=(faller,), lighting=Lighting())
+    clip = write_video(tmp_path / "fall_and_lie.avi", (render_frame(sc, i / 10.0) for i in range(160)), 10.0)
+    out = tmp_path / "out"
+    proc = run_cli(str(clip), "--out", str(out), "--quiet", "--ollama-host", "http://127.0.0.1:9")
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines() if line.strip()]
+    kinds = {e["type"] for e in events}
+    assert "fall" in kinds, sorted(kinds)
+    assert "vehicle" not in kinds, [(e["type"], e["phase"], e["start"]) for e in events]

@@ -42,7 +42,7 @@ from pipeline.analyzers.offline_zones import ZoneBook
 from pipeline.clock import Clock
 from pipeline.config.offline import OfflineConfig
 from pipeline.config.zones import Zone
-from pipeline.records import EncodedFrame, FrameReport, GateReason, MotionRecord, StudentAnswer
+from pipeline.records import EncodedFrame, FrameReport, GateReason, MotionRecord, Mover, StudentAnswer
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,8 @@ class OfflineStudent:
         if work.mean < DARK_MEAN:
             out.observe("scene dark")
         try:
-            answer = self._analyze_view(st, work, image, t, gate_reason, out, dense is not None)
+            fallen = dense.fall.lying if dense is not None and dense.fall is not None else None
+            answer = self._analyze_view(st, work, image, t, gate_reason, out, dense is not None, fallen)
         finally:
             st.previous = work.grey
         if dense is not None and dense.fall is not None:
@@ -182,7 +183,8 @@ class OfflineStudent:
         return answer
 
     def _analyze_view(self, st: _CameraState, work: WorkImage, image: np.ndarray, t: float,
-                      gate_reason: GateReason, out: _Findings, dense_falls: bool) -> StudentAnswer:
+                      gate_reason: GateReason, out: _Findings, dense_falls: bool,
+                      fallen: Mover | None = None) -> StudentAnswer:
         # Covered, blank or blinded: the whole view is near-uniform.
         if is_covered(work):
             out.observe("camera view covered or blank")
@@ -223,7 +225,7 @@ class OfflineStudent:
             (out.flag("smoke", strength) if is_smoke else out.activity.append(strength))
         blobs = [b for b in find_blobs(fg, self._cfg.min_blob_area)
                  if not _mostly_in(b, fire, 0.15) and not (haze is not None and _mostly_in(b, haze, 0.5))]
-        self._track(st, t, blobs, image, out, dense_falls)
+        self._track(st, t, blobs, image, out, dense_falls, fallen)
         # Orange clothing (a hi-vis vest) moves with its wearer: flame-coloured pixels inside a
         # tracked person's box are not flames.
         for track in st.tracks:
@@ -315,7 +317,7 @@ class OfflineStudent:
         st.background = bg + alpha * (work.grey - bg)
 
     def _track(self, st: _CameraState, t: float, blobs: list[Blob], image: np.ndarray, out: _Findings,
-               dense_falls: bool) -> None:
+               dense_falls: bool, fallen: Mover | None = None) -> None:
         """Sampled-frame tracks: what movers are; their falls only when no dense observer watches
         (two samples a second cannot see how fast a figure came down)."""
         st.tracks, st.next_track_id = match_tracks(st.tracks, blobs, t, st.next_track_id)
@@ -329,6 +331,10 @@ class OfflineStudent:
                 hog_budget -= 1
                 hog_weight = self._hog.detect_in_roi(image, blob)
             upright = vote_kind(track, hog_weight, HOG_PERSON_WEIGHT)
+            if fallen is not None and _covers(blob, fallen):
+                # The dense observer saw this mover come down: it is a person for as long as it is
+                # tracked, however wide its silhouette looks on the floor or while getting up.
+                track.fell = True
             if not dense_falls:
                 update_fall(track, t)
             self._describe_track(track, blob, upright, hog_weight, out, self.zones.for_camera(st.camera))
@@ -360,6 +366,15 @@ class OfflineStudent:
             if point_in_polygon(blob.foot, list(zone.points)):
                 out.observe(f"person in zone {zone.name}")
                 out.flag("intrusion", 0.8 if track.hog_hits else 0.65)
+
+
+def _covers(blob: Blob, mover: Mover, share: float = 0.3) -> bool:
+    """Whether the blob and the dense observer's mover overlap by ``share`` of the smaller box."""
+    w = min(blob.x + blob.w, mover.x + mover.w) - max(blob.x, mover.x)
+    h = min(blob.y + blob.h, mover.y + mover.h) - max(blob.y, mover.y)
+    if w <= 0 or h <= 0:
+        return False
+    return w * h >= share * min(blob.w * blob.h, mover.w * mover.h)
 
 
 def _mostly_in(blob: Blob, mask: np.ndarray, share: float) -> bool:

@@ -41,6 +41,8 @@ class Track:
     shape_votes: int = 0
     vehicle_votes: int = 0
     fallen_since: float | None = None
+    fell: bool = False
+    """The dense motion observer saw this mover fall: a person, whatever shape it takes later."""
     low_since: float | None = None
     """A fall candidate: the silhouette went low at this time; it is a fall once it stays low."""
     last_seen: float = 0.0
@@ -51,11 +53,12 @@ class Track:
 
     @property
     def is_person(self) -> bool:
-        return self.hog_hits >= 1 or (self.shape_votes >= 2 and self.vehicle_votes == 0) or self.fallen_since is not None
+        return (self.hog_hits >= 1 or (self.shape_votes >= 2 and self.vehicle_votes == 0)
+                or self.fallen_since is not None or self.fell)
 
     @property
     def is_vehicle(self) -> bool:
-        return self.hog_hits == 0 and self.vehicle_votes >= 2
+        return self.hog_hits == 0 and not self.fell and self.vehicle_votes >= 2
 
     def velocity(self, span_s: float = 1.1) -> tuple[float, float]:
         """Centroid velocity in frame fractions per second over about the last ``span_s`` seconds."""
