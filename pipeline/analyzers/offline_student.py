@@ -33,6 +33,7 @@ from pipeline.analyzers.offline_vision import (
     fire_mask,
     foreground,
     intensity_similarity,
+    overlap_share,
     point_in_polygon,
     prepare,
     region_name,
@@ -58,6 +59,8 @@ VIEW_CHANGED_SIMILARITY = 0.4
 """Structure correlation below which a global change is a new view, not lighting."""
 DEFOCUS_RATIO = 0.2
 HOG_PERSON_WEIGHT = 0.5
+FELL_OVERLAP = 0.3
+"""A tracked blob is the mover the dense observer saw fall when their boxes share this much."""
 ABSORB_AFTER_S = 10.0
 GHOST_WINDOW_S = 2.0
 """Pixels that turned foreground this soon after a view was learnt, and are still, are its ghosts."""
@@ -331,7 +334,7 @@ class OfflineStudent:
                 hog_budget -= 1
                 hog_weight = self._hog.detect_in_roi(image, blob)
             upright = vote_kind(track, hog_weight, HOG_PERSON_WEIGHT)
-            if fallen is not None and _covers(blob, fallen):
+            if fallen is not None and overlap_share(blob, fallen) >= FELL_OVERLAP:
                 # The dense observer saw this mover come down: it is a person for as long as it is
                 # tracked, however wide its silhouette looks on the floor or while getting up.
                 track.fell = True
@@ -366,15 +369,6 @@ class OfflineStudent:
             if point_in_polygon(blob.foot, list(zone.points)):
                 out.observe(f"person in zone {zone.name}")
                 out.flag("intrusion", 0.8 if track.hog_hits else 0.65)
-
-
-def _covers(blob: Blob, mover: Mover, share: float = 0.3) -> bool:
-    """Whether the blob and the dense observer's mover overlap by ``share`` of the smaller box."""
-    w = min(blob.x + blob.w, mover.x + mover.w) - max(blob.x, mover.x)
-    h = min(blob.y + blob.h, mover.y + mover.h) - max(blob.y, mover.y)
-    if w <= 0 or h <= 0:
-        return False
-    return w * h >= share * min(blob.w * blob.h, mover.w * mover.h)
 
 
 def _mostly_in(blob: Blob, mask: np.ndarray, share: float) -> bool:

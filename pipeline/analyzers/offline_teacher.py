@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from pipeline.analyzers.offline_sequence import Keyframe, PairMotion, SequenceReader, pair_motion, region_flow
-from pipeline.analyzers.offline_vision import Blob, point_in_polygon
+from pipeline.analyzers.offline_vision import Blob, overlap_share, point_in_polygon
 from pipeline.analyzers.offline_zones import ZoneBook
 from pipeline.clock import Clock
 from pipeline.config.offline import OfflineConfig
@@ -227,11 +227,6 @@ def _fall_sites(escalation: Escalation) -> list[Mover]:
     return list(sites.values())
 
 
-def _overlaps(person: Blob, site: Mover) -> bool:
-    return (person.x < site.x + site.w and site.x < person.x + person.w
-            and person.y < site.y + site.h and site.y < person.y + person.h)
-
-
 def _fall(frames: list[Keyframe], motions: list[PairMotion], ev: _Evidence, sites: list[Mover] | None = None) -> None:
     # Upright earlier (HOG or an upright region against the last keyframe), a wide low region
     # near where it stood later (against the first keyframe), staying down, and the flow in the
@@ -266,7 +261,7 @@ def _fall(frames: list[Keyframe], motions: list[PairMotion], ev: _Evidence, site
     if sites:
         # The student says someone went down at a place: only an upright person *there* rules it
         # out (someone else standing in view does not; neither does a detector hit elsewhere).
-        latest_people = [p for p in latest_people if any(_overlaps(p, site) for site in sites)]
+        latest_people = [p for p in latest_people if any(overlap_share(p, site) > 0.0 for site in sites)]
     if latest_people:
         ev.contradict("fall", None, f"Fall: {best_note}; an upright person is in the latest keyframes.")
     elif not any(f.vs_first or f.vs_last for f in frames):

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline.records import Mover
+
 log = logging.getLogger(__name__)
 
 WORK_WIDTH = 320
@@ -154,6 +156,15 @@ class Blob:
     @property
     def bottom(self) -> float:
         return self.y + self.h
+
+
+def overlap_share(a: Blob, b: Mover) -> float:
+    """How much two boxes (frame fractions) overlap, as a share of the smaller one (0 = apart)."""
+    w = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
+    h = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
+    if w <= 0 or h <= 0:
+        return 0.0
+    return w * h / max(1e-9, min(a.w * a.h, b.w * b.h))
 
 
 def find_blobs(mask: np.ndarray, min_area: float) -> list[Blob]:
