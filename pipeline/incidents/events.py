@@ -90,6 +90,15 @@ class OpenEvent:
         if reason and (not self.reasons or self.reasons[-1] != reason):
             self.reasons.append(reason)
 
+    def see(self, t: float, confidence: float, flags: frozenset[str] = frozenset()) -> bool:
+        """Fold one report into the open event; returns whether its flags grew (worth an update line)."""
+        self.peak_confidence = max(self.peak_confidence, confidence)
+        self.last_seen = t
+        if flags <= self.flags:
+            return False
+        self.flags |= flags
+        return True
+
     def line(self, phase: Literal["new", "update", "end"], state: str, camera: str, end: float | None = None) -> Event:
         return Event(id=self.id, camera=camera, type=self.type, severity=self.severity, phase=phase, state=state,
                      start=self.start, end=end, flags=tuple(sorted(self.flags)), peak_confidence=self.peak_confidence,
@@ -163,10 +172,7 @@ class EventBook:
             self.end_activity(t, f"activity is a {kind}")
             self.open_activity(kind, t, t, flags, confidence, f"activity is a {kind} (was {ev.id})", previous_id=ev.id)
             return
-        ev.peak_confidence = max(ev.peak_confidence, confidence)
-        ev.last_seen = t
-        if not flags <= ev.flags:
-            ev.flags |= flags
+        if ev.see(t, confidence, flags):
             self._write(ev, "update")
 
     def end_activity(self, t: float, reason: str) -> None:
@@ -192,8 +198,7 @@ class EventBook:
                 self.alongside[kind] = ev
                 self._write(ev, "new")
             else:
-                ev.peak_confidence = max(ev.peak_confidence, confidence)
-                ev.last_seen = t
+                ev.see(t, confidence)
 
     def end_quiet_alongside(self, t: float, quiet_s: float) -> None:
         for kind, ev in list(self.alongside.items()):
@@ -224,10 +229,7 @@ class EventBook:
         ev = self.alerts.get(kind)
         if ev is None:
             return
-        ev.peak_confidence = max(ev.peak_confidence, confidence)
-        ev.last_seen = t
-        if not flags <= ev.flags:
-            ev.flags |= flags
+        if ev.see(t, confidence, flags):
             self._write(ev, "update")
 
     def review(self, ev: OpenEvent, proposed: ReviewStatus, reason: str, *, escalation_id: str | None = None,
