@@ -207,7 +207,7 @@ class CameraMonitor(EvidenceView):
             self.open_incident_id = incident_id
 
         canonical = self._triggers_in(norm)
-        for kind in canonical & self.book.alerts.keys():
+        for kind in sorted(canonical & self.book.alerts.keys()):
             # An escalation puts up for review the alerts of the types it asks about, no others (a
             # question about fire is no review of a fall); a confirmed alert stays confirmed.
             ev = self.book.alerts[kind]
