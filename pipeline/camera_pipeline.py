@@ -17,6 +17,7 @@ from pipeline.frames.budget import BudgetDecision, KeyframeBudget
 from pipeline.frames.encode import encode_frame, slim_encoded
 from pipeline.frames.gate import ChangeGate
 from pipeline.frames.motion import MotionObserver
+from pipeline.incidents.activity_review import activity_looks
 from pipeline.incidents.escalation import EscalationPolicy
 from pipeline.incidents.evidence import EvidenceReader, match_safety
 from pipeline.incidents.keyframes import build_escalation, pattern_onset
@@ -341,6 +342,9 @@ class CameraPipeline:
             self.thresholds.record_verdict(result.escalation.flags, result.escalation.reason, verdict.kind.value,
                                          self.last_ts, verdict.safety_flags)
         self._apply(self.monitor.apply_verdict(verdict, self.last_ts, coverage))
+        if self.settings.escalation.review_activity:
+            self._apply(self.monitor.review_activity(activity_looks(result.escalation, verdict), self.last_ts,
+                                                     f"teacher {verdict.kind.value} {verdict.escalation_id}"))
 
     def _match_safety(self, flags: Any, observations: Any) -> frozenset[str]:
         return match_safety(flags, observations, self.window.reader.triggers)

@@ -51,6 +51,7 @@ from collections.abc import Iterable
 from pipeline.config.escalation import EscalationConfig
 from pipeline.config.states import StatesConfig
 from pipeline.incidents.escalation import FixedThresholds, Onsets, Thresholds, ThresholdSource, track_onsets
+from pipeline.incidents.activity_review import ActivityLook, review_activity
 from pipeline.incidents.end_of_input import cut_short
 from pipeline.incidents.events import ALONGSIDE_KINDS, EventBook, EventIds, OpenEvent
 from pipeline.incidents.evidence import activity_kinds
@@ -249,6 +250,11 @@ class CameraMonitor(EvidenceView):
             self._dismiss(t, ctx, coverage or Coverage(flags=escalated_types, until=t, strength=1.0,
                                                        escalation_id=verdict.escalation_id))
         self.trigger(f"teacher_{verdict.kind.value}", timestamp=t, context=ctx)
+        return self._flush()
+
+    def review_activity(self, looks: Iterable[ActivityLook], timestamp: float, why: str) -> MonitorOutput:
+        """What a teacher's look says about the open person/vehicle events (`pipeline.incidents.activity_review`)."""
+        review_activity(self.book, looks, self._time(timestamp), why)
         return self._flush()
 
     def close(self, timestamp: float) -> MonitorOutput:

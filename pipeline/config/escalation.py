@@ -22,6 +22,7 @@ class EscalationConfig(Section):
     rearm_after_s: float = Field(2.0, ge=0, le=3600, description="A safety flag that returns after an analysed frame without it, and after being absent this long, is a new onset: earlier dismissals and escalations of it no longer hold it back.")
     reask_when_due: bool = Field(True, description="A dismissed safety type seen again while the re-ask rate limit holds is owed a question: asked as soon as reask_after_s allows, while its evidence is still in the window (not dropped when it stops persisting).")
     hold_confirmed: bool = Field(True, description="A safety type the teacher confirmed is not asked again while the student's evidence of it goes on; a new onset (absent rearm_after_s, then back) or a quiet spell re-arms it (instead of re-asking every window length).")
+    review_activity: bool = Field(True, description="Every verdict's observations review the open person/vehicle activity events: one the student named on a keyframe the teacher saw and the teacher does not name is dismissed (it stays dismissed while it goes on; a later look that shows the kind opens a confirmed one). No extra teacher call (pipeline/incidents/activity_review.py).")
     ask_at_end: bool = Field(True, description="When a source ends, safety evidence of its last persistence_n frames that no verdict covers is asked of the teacher even if it never persisted (a flag on a clip's last frame, a scene cut just before a camera is lost).")
 
     @model_validator(mode="after")
