@@ -23,7 +23,7 @@ from pipeline.incidents.evidence import EvidenceReader, match_safety
 from pipeline.incidents.keyframes import build_escalation, pattern_onset
 from pipeline.incidents.thresholds import ThresholdController
 from pipeline.incidents.periods import mean_luma
-from pipeline.incidents.verdicts import coherent, coverage_of
+from pipeline.incidents.verdicts import coherent, coverage_of, unnamed_coverage
 from pipeline.incidents.window import SlidingWindow
 from pipeline.learning.agreement_store import StoreError
 from pipeline.records import EncodedFrame, Frame, FrameReport, GateDecision, GateReason, Priority, VerdictKind
@@ -317,6 +317,8 @@ class CameraPipeline:
         # unverified, and a dismissal covers only the frames the teacher saw.
         verdict = coherent(verdict, self._match_safety(result.escalation.flags, ()), self._match_safety)
         coverage = coverage_of(result.escalation, verdict, self._match_safety)
+        if coverage is None and self.settings.escalation.confirm_named_only:
+            coverage = unnamed_coverage(result.escalation, verdict, self._match_safety)
         kind = verdict.kind.value
         self.summary.verdicts[kind] = self.summary.verdicts.get(kind, 0) + 1
         for key, value in verdict.timings.items():
@@ -333,6 +335,8 @@ class CameraPipeline:
                 self.policy.cover(coverage)
         elif verdict.kind == VerdictKind.CONFIRMED and hasattr(self.policy, "confirm"):  # baselines have no memory of it
             self.policy.confirm(self._match_safety(verdict.safety_flags, ()))
+            if coverage is not None:  # asked types it did not name: dismissed for the frames it saw
+                self.policy.cover(coverage)
         if verdict.explanation:
             self._explanation = verdict.explanation
         if self.learner is not None:

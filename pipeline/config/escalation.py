@@ -23,6 +23,7 @@ class EscalationConfig(Section):
     reask_when_due: bool = Field(True, description="A dismissed safety type seen again while the re-ask rate limit holds is owed a question: asked as soon as reask_after_s allows, while its evidence is still in the window (not dropped when it stops persisting).")
     hold_confirmed: bool = Field(True, description="A safety type the teacher confirmed is not asked again while the student's evidence of it goes on; a new onset (absent rearm_after_s, then back) or a quiet spell re-arms it (instead of re-asking every window length).")
     review_activity: bool = Field(True, description="Every verdict's observations review the open person/vehicle activity events: one the student named on a keyframe the teacher saw and the teacher does not name is dismissed (it stays dismissed while it goes on; a later look that shows the kind opens a confirmed one). No extra teacher call (pipeline/incidents/activity_review.py).")
+    confirm_named_only: bool = Field(True, description="A confirmed verdict confirms the safety types it names: an asked type it does not name (asked about a fall and smoke, it names smoke) is dismissed for the frames the teacher saw, as by a dismissal (pipeline/incidents/verdicts.py).")
     ask_at_end: bool = Field(True, description="When a source ends, safety evidence of its last persistence_n frames that no verdict covers is asked of the teacher even if it never persisted (a flag on a clip's last frame, a scene cut just before a camera is lost).")
 
     @model_validator(mode="after")
