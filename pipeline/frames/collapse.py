@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -61,9 +62,9 @@ UPPER_PART = 0.45
 """The upper part of the body, in body heights from its top: head and torso of a standing person."""
 LOWER_FROM, LOWER_BELOW = 0.55, 0.25
 """The lower part: from this far down the body to this far below the feet (a body falls past them)."""
-LOWER_WIDEN = 0.5
-"""The lower part reaches this many box widths to either side: a body laid out is wider than it stood."""
-MIN_STANDING_UPPER = 0.03
+WIDEN = 0.5
+"""Both parts reach this many box widths to either side of the box."""
+MIN_STANDING_UPPER = 0.02
 """Share of the upper part moving at the last upright detection: a walking person, not a still one."""
 UPPER_EMPTIED = 0.35
 """The upper part holds at most this share of its moving pixels at the last upright detection..."""
@@ -111,6 +112,17 @@ class _Person:
         x, y, w, h = self.box
         top, bh = y + BODY_TOP * h, (BODY_BOTTOM - BODY_TOP) * h
         return Mover(x=x, y=top, w=w, h=bh, aspect=2.0, area=0.0, track=self.id)
+
+
+class _Parts(NamedTuple):
+    upper: float
+    """Moving share of the upper part (head and torso of the person standing)."""
+    lower: float
+    """Moving share of the lower part."""
+    lying: Mover | None
+    """The lower part's moving pixels' box (None when nothing moves there)."""
+    leaving: bool
+    """Those pixels reach the side of the region: a body on its way out of it."""
 
 
 class HogPeopleFinder:
@@ -196,23 +208,27 @@ class CollapseWatch:
             seen.add(person.id)
             person.box, person.last_seen = box, t
             person.heights = [*person.heights[-(MIN_DETECTIONS - 1):], box[3]]
-            person.standing_upper = self._parts(person, mask)[0]
+            person.standing_upper = self._parts(person, mask).upper
         return seen
 
     def _judge(self, person: _Person, mask: np.ndarray, t: float) -> None:
-        upper, lower, lying = self._parts(person, mask)
+        upper, lower, lying, leaving = self._parts(person, mask)
         if person.down_since is None:
             if person.fallen or not (person.steady and person.whole) or person.standing_upper < MIN_STANDING_UPPER:
                 return
             if t - person.last_seen > COLLAPSE_WITHIN_S:
                 return
-            if upper <= UPPER_EMPTIED * person.standing_upper and lower >= MIN_LOWER and lower >= LOWER_OVER_UPPER * upper:
+            x, _, w, _ = person.box
+            # The body is still there, low, and came down where it stood (its middle under the box).
+            in_place = lying is not None and not leaving and x <= lying.cx <= x + w
+            if upper <= UPPER_EMPTIED * person.standing_upper and lower >= MIN_LOWER and lower >= LOWER_OVER_UPPER * upper \
+                    and in_place:
                 person.down_since, person.lying, person.landed = t, lying, lying
             return
         landed = person.landed
         body = (BODY_BOTTOM - BODY_TOP) * person.box[3]
-        walked_off = lying is not None and landed is not None and \
-            math.hypot(lying.cx - landed.cx, lying.cy - landed.cy) > STAY_MAX_DRIFT * body
+        walked_off = leaving or (lying is not None and landed is not None
+                                 and math.hypot(lying.cx - landed.cx, lying.cy - landed.cy) > STAY_MAX_DRIFT * body)
         if upper > UPPER_EMPTIED * person.standing_upper or walked_off:
             # Up again (moving pixels back in the upper part) or moved on: no fall.
             if self._down is not None and self._down.track == person.id:
@@ -226,45 +242,47 @@ class CollapseWatch:
         if person.fallen:
             self._down = self._sighting(person, t, "collapsed among other movers and stayed down")
 
-    def _parts(self, person: _Person, mask: np.ndarray) -> tuple[float, float, Mover | None]:
-        """Moving shares of the person's upper and (widened) lower parts, and the lower part's moving box."""
+    def _parts(self, person: _Person, mask: np.ndarray) -> _Parts:
+        """Moving shares of the person's upper and lower parts, and the lower part's moving box.
+
+        Both parts reach sideways beyond the box (a body laid out or bent over is wider than it
+        stood; a walker leaving sideways takes head and legs out together); other people's boxes
+        are left out: a neighbour's body is not this person's.
+        """
         mh, mw = mask.shape[:2]
         x, y, w, h = person.box
         top, body = y + BODY_TOP * h, (BODY_BOTTOM - BODY_TOP) * h
-
-        def rows(a: float, b: float) -> tuple[int, int]:
-            return max(0, int(a * mh)), min(mh, int(np.ceil(b * mh)))
-
-        def cols(a: float, b: float) -> tuple[int, int]:
-            return max(0, int(a * mw)), min(mw, int(np.ceil(b * mw)))
-
-        r0, r1 = rows(top, top + UPPER_PART * body)
-        c0, c1 = cols(x, x + w)
-        upper = mask[r0:r1, c0:c1]
-        upper_share = float(upper.mean()) if upper.size else 0.0
-        r0, r1 = rows(top + LOWER_FROM * body, top + (1.0 + LOWER_BELOW) * body)
-        c0, c1 = cols(x - LOWER_WIDEN * w, x + (1.0 + LOWER_WIDEN) * w)
-        lower = mask[r0:r1, c0:c1].astype(bool)
-        if lower.size == 0:
-            return upper_share, 0.0, None
-        # Other people's boxes are theirs: a neighbour's legs are not this person's body.
-        keep = np.ones_like(lower)
+        r0, r1 = max(0, int(top * mh)), min(mh, int(np.ceil((top + (1.0 + LOWER_BELOW) * body) * mh)))
+        c0, c1 = max(0, int((x - WIDEN * w) * mw)), min(mw, int(np.ceil((x + (1.0 + WIDEN) * w) * mw)))
+        region = mask[r0:r1, c0:c1].astype(bool)
+        if region.size == 0:
+            return _Parts(0.0, 0.0, None, False)
+        keep = np.ones_like(region)
         for other in self._people:
-            if other.id == person.id or other.down_since is not None:
-                continue
-            ox, oy, ow, oh = other.box
-            a0, a1 = cols(ox, ox + ow)
-            b0, b1 = rows(oy, oy + oh)
-            keep[max(0, b0 - r0):max(0, b1 - r0), max(0, a0 - c0):max(0, a1 - c0)] = False
-        moving = lower & keep
-        share = float(moving.sum()) / max(1.0, float(keep.sum()))
-        ys, xs = np.nonzero(moving)
+            if other.id != person.id and other.down_since is None and not other.fallen:
+                ox, oy, ow, oh = other.box
+                keep[max(0, int(oy * mh) - r0):max(0, int(np.ceil((oy + oh) * mh)) - r0),
+                     max(0, int(ox * mw) - c0):max(0, int(np.ceil((ox + ow) * mw)) - c0)] = False
+        moving = region & keep
+        split_upper = int(round(UPPER_PART * body * mh))
+        split_lower = int(round(LOWER_FROM * body * mh))
+
+        def share(a: np.ndarray, k: np.ndarray) -> float:
+            return float(a.sum()) / max(1.0, float(k.sum()))
+
+        upper_share = share(moving[:split_upper], keep[:split_upper])
+        lower = moving[split_lower:]
+        lower_share = share(lower, keep[split_lower:])
+        ys, xs = np.nonzero(lower)
         if len(xs) == 0:
-            return upper_share, share, None
-        lx0, lx1, ly0, ly1 = c0 + xs.min(), c0 + xs.max() + 1, r0 + ys.min(), r0 + ys.max() + 1
+            return _Parts(upper_share, lower_share, None, False)
+        lx0, lx1 = c0 + xs.min(), c0 + xs.max() + 1
+        ly0, ly1 = r0 + split_lower + ys.min(), r0 + split_lower + ys.max() + 1
         lying = Mover(x=lx0 / mw, y=ly0 / mh, w=(lx1 - lx0) / mw, h=(ly1 - ly0) / mh,
                       aspect=(ly1 - ly0) / max(1, lx1 - lx0), area=len(xs) / (mh * mw), track=person.id)
-        return upper_share, share, lying
+        # Moving pixels at the region's side: a body on its way out of it, not lying in it.
+        leaving = bool(xs.min() == 0 or xs.max() == lower.shape[1] - 1)
+        return _Parts(upper_share, lower_share, lying, leaving)
 
     def _sighting(self, person: _Person, t: float, how: str) -> FallSighting:
         assert person.down_since is not None
