@@ -62,8 +62,13 @@ UPPER_PART = 0.45
 """The upper part of the body, in body heights from its top: head and torso of a standing person."""
 LOWER_FROM, LOWER_BELOW = 0.55, 0.25
 """The lower part: from this far down the body to this far below the feet (a body falls past them)."""
-WIDEN = 0.5
-"""Both parts reach this many box widths to either side of the box."""
+WIDEN = 1.2
+"""Both parts reach this many box widths to either side of the box: a body laid out sideways is
+about one and a half box widths long."""
+CORE_WIDTH = 0.5
+"""The middle share of a detector box's width that another person's body fills."""
+IN_PLACE = 1.0
+"""The lower part's moving pixels are centred within this many box widths of the box's middle."""
 MIN_STANDING_UPPER = 0.02
 """Share of the upper part moving at the last upright detection: a walking person, not a still one."""
 UPPER_EMPTIED = 0.35
@@ -77,7 +82,11 @@ COLLAPSE_WITHIN_S = 1.2
 STAY_DOWN_S = 1.0
 """Down this long, with no upright detection there again, is a fall; a bend comes back up sooner."""
 STAY_MAX_DRIFT = 0.6
-"""While down, the lower part's moving pixels stay within this many body heights of where they were."""
+"""While down, the lower part's moving pixels stay within this many body heights of where they were..."""
+FADE_MIN_S = 0.5
+VANISHED = 0.25
+"""...and keep more than this share of them for ``FADE_MIN_S``: a body lying still fades into the
+background more slowly; a walker leaving the region takes them all at once."""
 END_MIN_DOWN_S = 0.4
 """Down at least this long when the video ends counts: the end cut the wait short."""
 FORGET_AFTER_S = 3.0
@@ -94,8 +103,8 @@ class _Person:
     standing_upper: float = 0.0
     down_since: float | None = None
     lying: Mover | None = None
-    landed: Mover | None = None
-    """The lower part's moving box when the upper part emptied."""
+    landed: tuple[float, float] | None = None
+    """Where the lower part's moving pixels were (mean x) and their share, when the upper part emptied."""
     fallen: bool = False
 
     @property
@@ -121,8 +130,8 @@ class _Parts(NamedTuple):
     """Moving share of the lower part."""
     lying: Mover | None
     """The lower part's moving pixels' box (None when nothing moves there)."""
-    leaving: bool
-    """Those pixels reach the side of the region: a body on its way out of it."""
+    middle: float
+    """The lower part's moving pixels' mean x (frame fraction; the box's middle when none)."""
 
 
 class HogPeopleFinder:
@@ -212,24 +221,26 @@ class CollapseWatch:
         return seen
 
     def _judge(self, person: _Person, mask: np.ndarray, t: float) -> None:
-        upper, lower, lying, leaving = self._parts(person, mask)
+        upper, lower, lying, middle = self._parts(person, mask)
+        x, _, w, _ = person.box
         if person.down_since is None:
             if person.fallen or not (person.steady and person.whole) or person.standing_upper < MIN_STANDING_UPPER:
                 return
             if t - person.last_seen > COLLAPSE_WITHIN_S:
                 return
-            x, _, w, _ = person.box
-            # The body is still there, low, and came down where it stood (its middle under the box).
-            in_place = lying is not None and not leaving and x <= lying.cx <= x + w
+            # The body is still there, low, and came down where it stood.
+            in_place = lying is not None and abs(middle - (x + w / 2)) <= IN_PLACE * w
             if upper <= UPPER_EMPTIED * person.standing_upper and lower >= MIN_LOWER and lower >= LOWER_OVER_UPPER * upper \
                     and in_place:
-                person.down_since, person.lying, person.landed = t, lying, lying
+                person.down_since, person.lying, person.landed = t, lying, (middle, lower)
             return
-        landed = person.landed
+        assert person.landed is not None
+        landed_middle, landed_lower = person.landed
         body = (BODY_BOTTOM - BODY_TOP) * person.box[3]
-        walked_off = leaving or (lying is not None and landed is not None
-                                 and math.hypot(lying.cx - landed.cx, lying.cy - landed.cy) > STAY_MAX_DRIFT * body)
-        if upper > UPPER_EMPTIED * person.standing_upper or walked_off:
+        # Moved on: its moving pixels travelled, or vanished faster than a body lying still fades.
+        moved_on = (lying is not None and abs(middle - landed_middle) > STAY_MAX_DRIFT * body) or \
+            (t - person.down_since <= FADE_MIN_S and lower < VANISHED * landed_lower)
+        if upper > UPPER_EMPTIED * person.standing_upper or moved_on:
             # Up again (moving pixels back in the upper part) or moved on: no fall.
             if self._down is not None and self._down.track == person.id:
                 self._down = None
@@ -243,26 +254,44 @@ class CollapseWatch:
             self._down = self._sighting(person, t, "collapsed among other movers and stayed down")
 
     def _parts(self, person: _Person, mask: np.ndarray) -> _Parts:
-        """Moving shares of the person's upper and lower parts, and the lower part's moving box.
+        """Moving shares of the person's upper and lower parts, and where the lower part's moving pixels are.
 
         Both parts reach sideways beyond the box (a body laid out or bent over is wider than it
-        stood; a walker leaving sideways takes head and legs out together); other people's boxes
-        are left out: a neighbour's body is not this person's.
+        stood).  Other people are left out: beside this person's box, their whole box; inside it,
+        the middle of theirs (the detector pads its window, and people overlap in the image).
         """
         mh, mw = mask.shape[:2]
         x, y, w, h = person.box
         top, body = y + BODY_TOP * h, (BODY_BOTTOM - BODY_TOP) * h
-        r0, r1 = max(0, int(top * mh)), min(mh, int(np.ceil((top + (1.0 + LOWER_BELOW) * body) * mh)))
-        c0, c1 = max(0, int((x - WIDEN * w) * mw)), min(mw, int(np.ceil((x + (1.0 + WIDEN) * w) * mw)))
+
+        def rows(a: float, b: float) -> tuple[int, int]:
+            return max(0, int(a * mh)), min(mh, int(np.ceil(b * mh)))
+
+        def cols(a: float, b: float) -> tuple[int, int]:
+            return max(0, int(a * mw)), min(mw, int(np.ceil(b * mw)))
+
+        r0, r1 = rows(top, top + (1.0 + LOWER_BELOW) * body)
+        c0, c1 = cols(x - WIDEN * w, x + (1.0 + WIDEN) * w)
         region = mask[r0:r1, c0:c1].astype(bool)
         if region.size == 0:
-            return _Parts(0.0, 0.0, None, False)
+            return _Parts(0.0, 0.0, None, x + w / 2)
         keep = np.ones_like(region)
+        own = np.zeros_like(region)
+        a0, a1 = cols(x, x + w)
+        own[:, max(0, a0 - c0):max(0, a1 - c0)] = True
         for other in self._people:
-            if other.id != person.id and other.down_since is None and not other.fallen:
-                ox, oy, ow, oh = other.box
-                keep[max(0, int(oy * mh) - r0):max(0, int(np.ceil((oy + oh) * mh)) - r0),
-                     max(0, int(ox * mw) - c0):max(0, int(np.ceil((ox + ow) * mw)) - c0)] = False
+            if other.id == person.id or other.down_since is not None or other.fallen:
+                continue
+            ox, oy, ow, oh = other.box
+            theirs = np.zeros_like(region)
+            b0, b1 = rows(oy, oy + oh)
+            a0, a1 = cols(ox, ox + ow)
+            theirs[max(0, b0 - r0):max(0, b1 - r0), max(0, a0 - c0):max(0, a1 - c0)] = True
+            core = np.zeros_like(region)
+            b0, b1 = rows(oy + BODY_TOP * oh, oy + BODY_BOTTOM * oh)
+            a0, a1 = cols(ox + (1.0 - CORE_WIDTH) / 2 * ow, ox + (1.0 + CORE_WIDTH) / 2 * ow)
+            core[max(0, b0 - r0):max(0, b1 - r0), max(0, a0 - c0):max(0, a1 - c0)] = True
+            keep &= ~np.where(own, core, theirs)
         moving = region & keep
         split_upper = int(round(UPPER_PART * body * mh))
         split_lower = int(round(LOWER_FROM * body * mh))
@@ -275,14 +304,12 @@ class CollapseWatch:
         lower_share = share(lower, keep[split_lower:])
         ys, xs = np.nonzero(lower)
         if len(xs) == 0:
-            return _Parts(upper_share, lower_share, None, False)
+            return _Parts(upper_share, lower_share, None, x + w / 2)
         lx0, lx1 = c0 + xs.min(), c0 + xs.max() + 1
         ly0, ly1 = r0 + split_lower + ys.min(), r0 + split_lower + ys.max() + 1
         lying = Mover(x=lx0 / mw, y=ly0 / mh, w=(lx1 - lx0) / mw, h=(ly1 - ly0) / mh,
                       aspect=(ly1 - ly0) / max(1, lx1 - lx0), area=len(xs) / (mh * mw), track=person.id)
-        # Moving pixels at the region's side: a body on its way out of it, not lying in it.
-        leaving = bool(xs.min() == 0 or xs.max() == lower.shape[1] - 1)
-        return _Parts(upper_share, lower_share, lying, leaving)
+        return _Parts(upper_share, lower_share, lying, (c0 + float(xs.mean()) + 0.5) / mw)
 
     def _sighting(self, person: _Person, t: float, how: str) -> FallSighting:
         assert person.down_since is not None
