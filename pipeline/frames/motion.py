@@ -18,8 +18,9 @@ back up; lying down on purpose is slow; walking away shrinks the whole figure an
 feet; leaving the frame cuts it at the border; a flame flickers.  None of those is a fall.
 
 What it cannot do: separate people who overlap in the image (a fall beside another walker
-merges with them), or see a fall of someone who was already in view, standing still, when the
-observer started (they are part of the learnt background until they move).
+merges with them: `pipeline.frames.collapse` follows the people a detector finds instead), or see
+a fall of someone who was already in view, standing still, when the observer started (they are
+part of the learnt background until they move).
 """
 
 from __future__ import annotations
