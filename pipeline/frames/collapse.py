@@ -24,7 +24,6 @@ person's appearance, or a person who sits down fast on the floor (that looks the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -90,6 +89,9 @@ background more slowly; a walker leaving the region takes them all at once."""
 END_MIN_DOWN_S = 0.4
 """Down at least this long when the video ends counts: the end cut the wait short."""
 FORGET_AFTER_S = 3.0
+"""A person not detected for this long is forgotten..."""
+FORGET_DOWN_AFTER_S = 60.0
+"""...and one who went down, this long after their last upright detection (the alert has gone out)."""
 TRACK_ID_BASE = 1_000_000
 """Sightings carry ids from their own range, apart from the blob tracks' ids."""
 
@@ -120,7 +122,8 @@ class _Person:
     def standing(self) -> Mover:
         x, y, w, h = self.box
         top, bh = y + BODY_TOP * h, (BODY_BOTTOM - BODY_TOP) * h
-        return Mover(x=x, y=top, w=w, h=bh, aspect=2.0, area=0.0, track=self.id)
+        # A detector window is twice as tall as wide; the body fills its middle rows.
+        return Mover(x=x, y=top, w=w, h=bh, aspect=2.0 * (BODY_BOTTOM - BODY_TOP), area=0.0, track=self.id)
 
 
 class _Parts(NamedTuple):
@@ -188,7 +191,10 @@ class CollapseWatch:
         for person in self._people:
             if person.id not in seen:
                 self._judge(person, mask, t)
-        self._people = [p for p in self._people if p.fallen or p.down_since is not None or t - p.last_seen <= FORGET_AFTER_S]
+        kept = [p for p in self._people if t - p.last_seen <= (FORGET_DOWN_AFTER_S if p.down_since is not None else FORGET_AFTER_S)]
+        if self._down is not None and not any(p.id == self._down.track for p in kept):
+            self._down = None
+        self._people = kept
         return self._down
 
     def finish(self, t: float) -> FallSighting | None:
