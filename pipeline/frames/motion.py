@@ -18,8 +18,9 @@ back up; lying down on purpose is slow; walking away shrinks the whole figure an
 feet; leaving the frame cuts it at the border; a flame flickers.  None of those is a fall.
 
 What it cannot do: separate people who overlap in the image (a fall beside another walker
-merges with them), or see a fall of someone who was already in view, standing still, when the
-observer started (they are part of the learnt background until they move).
+merges with them: `pipeline.frames.collapse` follows the people a detector finds instead), or see
+a fall of someone who was already in view, standing still, when the observer started (they are
+part of the learnt background until they move).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
+from pipeline.frames.collapse import CollapseWatch, PeopleFinder
 from pipeline.records import FallSighting, MotionRecord, Mover
 
 #: Seconds of history of the background model: a thing that stops moving joins the
@@ -121,7 +123,7 @@ class _Track:
 class MotionObserver:
     """Per-camera dense observer; one thread (the runner's) calls `observe` in frame order."""
 
-    def __init__(self, *, width: int = 192, fps: float = 12.5) -> None:
+    def __init__(self, *, width: int = 192, fps: float = 12.5, people: PeopleFinder | None = None) -> None:
         self.width = int(width)
         self.fps = float(fps)
         self.period = 1.0 / self.fps
@@ -131,6 +133,8 @@ class MotionObserver:
         self._next_id = 1
         self._down: FallSighting | None = None
         self._record: MotionRecord | None = None
+        # Falls among merged movers: people followed by a person detector (`pipeline.frames.collapse`).
+        self._collapse = CollapseWatch(people)
 
     @property
     def latest(self) -> MotionRecord | None:
@@ -164,6 +168,8 @@ class MotionObserver:
         movers = _movers(moving)
         self._match(movers, timestamp)
         fall = self._judge_falls(timestamp)
+        collapse = self._collapse.observe(image, moving, movers, timestamp)
+        fall = fall or collapse
         self._record = MotionRecord(
             timestamp=timestamp,
             moving_fraction=fraction,
@@ -178,6 +184,7 @@ class MotionObserver:
             if tr.fallen_at is None and tr.low_since is not None and tr.standing is not None:
                 tr.fallen_at = tr.low_since
                 self._down = _sighting(tr, timestamp, "fell as the video ended")
+        self._down = self._down or self._collapse.finish(timestamp)
         if self._record is not None and self._down is not None and self._record.fall != self._down:
             self._record = MotionRecord(timestamp=max(timestamp, self._record.timestamp),
                                         moving_fraction=self._record.moving_fraction,
@@ -198,6 +205,7 @@ class MotionObserver:
         self._background = None
         self._tracks.clear()
         self._down = None
+        self._collapse.reset()
 
     def _match(self, movers: list[Mover], t: float) -> None:
         """Best pairs first: a mover continues the track its box overlaps most, recent tracks preferred."""
