@@ -38,8 +38,12 @@ MIN_GAIN = 0.8
 RANSAC_TOLERANCE_PX = 1.0
 MIN_SHIFT_PX = 0.75
 """Largest displacement of a frame corner (work pixels) below which the camera is taken as still."""
+JITTER_TOLERANCE = 10
+"""Grey levels beyond the background's local range from which a put-back pixel is foreground."""
 MAX_SHIFT_SHARE = 0.15
 """Displacement, as a share of the frame's width, beyond which the learnt view is too far gone."""
+
+_K3 = np.ones((3, 3), np.uint8)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,17 @@ class ViewAligner:
         after = float(cv2.absdiff(aligned, self._reference)[valid].mean())
         return (aligned, inside) if after <= MIN_GAIN * before else None
 
+    @staticmethod
+    def beyond_jitter(aligned: np.ndarray, background: np.ndarray) -> np.ndarray:
+        """Pixels of a put-back frame that differ from the learnt background by more than a
+        misplacement of a pixel could explain (outside its 3x3 neighbourhood's range by
+        ``JITTER_TOLERANCE``): a fitted motion is never exact, and the scene's strong edges
+        (a skirting board, a dark trouser leg absorbed into the background) would light up."""
+        low = cv2.erode(background, _K3).astype(np.int16) - JITTER_TOLERANCE
+        high = cv2.dilate(background, _K3).astype(np.int16) + JITTER_TOLERANCE
+        frame = aligned.astype(np.int16)
+        return ((frame < low) | (frame > high)).astype(np.uint8)
+
     def too_far(self, shift: ViewShift) -> bool:
         """Moved so far that too little of the reference view is left to compare with."""
         return shift.shift_px > MAX_SHIFT_SHARE * self.shape[1]
@@ -114,7 +129,7 @@ class ViewAligner:
         inside = cv2.warpAffine(np.ones_like(grey, dtype=np.uint8), shift.to_reference, (w, h),
                                 flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         # The border rows of real pixels are half-interpolated from outside: not trusted either.
-        return warped, cv2.erode(inside, np.ones((3, 3), np.uint8))
+        return warped, cv2.erode(inside, _K3)
 
 
 __all__ = ["MAX_SHIFT_SHARE", "MIN_SHIFT_PX", "ViewAligner", "ViewShift"]

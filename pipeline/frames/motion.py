@@ -417,6 +417,6 @@ class _Background:
                     grey, inside = put_back
         mask = (self._mog.apply(grey) == 255).astype(np.uint8)
         if inside is not None:
-            mask &= inside
+            mask &= inside & self._aligner.beyond_jitter(grey, self._mog.getBackgroundImage())
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _K3)
         return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _K5)
