@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
+from pipeline.frames.camera_motion import ViewAligner
 from pipeline.frames.collapse import CollapseWatch, PeopleFinder
 from pipeline.records import FallSighting, MotionRecord, Mover
 
@@ -158,8 +159,9 @@ class MotionObserver:
             return self._record
         moving = self._background.apply(grey)
         fraction = float(moving.mean())
-        if fraction >= GLOBAL_CHANGE_FRACTION:
-            # The whole view changed: no mover can be told apart; learn the new view from here.
+        if fraction >= GLOBAL_CHANGE_FRACTION or self._background.view_lost:
+            # The whole view changed (or the camera moved too far from the learnt view): no mover
+            # can be told apart; learn the new view from here.
             self._reset()
             self._background = _Background(grey, self.fps)
             self._record = MotionRecord(timestamp=timestamp, moving_fraction=fraction, movers=(), fall=None,
@@ -398,6 +400,9 @@ class _Background:
     it starts, and anything that stops moving, joins the background within about a tenth of
     the frames seen so far: ghosts and parked things fade; a person lying still fades too,
     which `MotionObserver` reads as "stayed down" when it happens right where they fell.
+
+    When the camera moves, each frame is first put back onto the view the model learnt
+    (`ViewAligner`), so the static scene stays background and only what moves in it shows.
     """
 
     def __init__(self, grey: np.ndarray, fps: float) -> None:
@@ -405,8 +410,21 @@ class _Background:
             history=max(10, int(BACKGROUND_HISTORY_S * fps)), varThreshold=MOG2_VAR_THRESHOLD, detectShadows=False)
         self._mog.apply(grey)
         self.shape = grey.shape
+        self._aligner = ViewAligner(grey)
+        self.view_lost = False
+        """The camera moved too far from the learnt view to put frames back on it."""
 
     def apply(self, grey: np.ndarray) -> np.ndarray:
+        inside = None
+        shift = self._aligner.measure(grey)
+        if shift is not None and shift.moved:
+            put_back = self._aligner.confirms(grey, shift)
+            if put_back is not None:
+                self.view_lost = self._aligner.too_far(shift)
+                if not self.view_lost:
+                    grey, inside = put_back
         mask = (self._mog.apply(grey) == 255).astype(np.uint8)
+        if inside is not None:
+            mask &= inside & self._aligner.beyond_jitter(grey, self._mog.getBackgroundImage())
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _K3)
         return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _K5)
