@@ -18,8 +18,9 @@ back up; lying down on purpose is slow; walking away shrinks the whole figure an
 feet; leaving the frame cuts it at the border; a flame flickers.  None of those is a fall.
 
 What it cannot do: separate people who overlap in the image (a fall beside another walker
-merges with them), or see a fall of someone who was already in view, standing still, when the
-observer started (they are part of the learnt background until they move).
+merges with them: `pipeline.frames.collapse` follows the people a detector finds instead), or see
+a fall of someone who was already in view, standing still, when the observer started (they are
+part of the learnt background until they move).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
+from pipeline.frames.camera_motion import ViewAligner
+from pipeline.frames.collapse import CollapseWatch, PeopleFinder
 from pipeline.records import FallSighting, MotionRecord, Mover
 
 #: Seconds of history of the background model: a thing that stops moving joins the
@@ -121,7 +124,7 @@ class _Track:
 class MotionObserver:
     """Per-camera dense observer; one thread (the runner's) calls `observe` in frame order."""
 
-    def __init__(self, *, width: int = 192, fps: float = 12.5) -> None:
+    def __init__(self, *, width: int = 192, fps: float = 12.5, people: PeopleFinder | None = None) -> None:
         self.width = int(width)
         self.fps = float(fps)
         self.period = 1.0 / self.fps
@@ -131,6 +134,8 @@ class MotionObserver:
         self._next_id = 1
         self._down: FallSighting | None = None
         self._record: MotionRecord | None = None
+        # Falls among merged movers: people followed by a person detector (`pipeline.frames.collapse`).
+        self._collapse = CollapseWatch(people)
 
     @property
     def latest(self) -> MotionRecord | None:
@@ -154,8 +159,9 @@ class MotionObserver:
             return self._record
         moving = self._background.apply(grey)
         fraction = float(moving.mean())
-        if fraction >= GLOBAL_CHANGE_FRACTION:
-            # The whole view changed: no mover can be told apart; learn the new view from here.
+        if fraction >= GLOBAL_CHANGE_FRACTION or self._background.view_lost:
+            # The whole view changed (or the camera moved too far from the learnt view): no mover
+            # can be told apart; learn the new view from here.
             self._reset()
             self._background = _Background(grey, self.fps)
             self._record = MotionRecord(timestamp=timestamp, moving_fraction=fraction, movers=(), fall=None,
@@ -164,6 +170,8 @@ class MotionObserver:
         movers = _movers(moving)
         self._match(movers, timestamp)
         fall = self._judge_falls(timestamp)
+        collapse = self._collapse.observe(image, moving, movers, timestamp)
+        fall = fall or collapse
         self._record = MotionRecord(
             timestamp=timestamp,
             moving_fraction=fraction,
@@ -178,6 +186,7 @@ class MotionObserver:
             if tr.fallen_at is None and tr.low_since is not None and tr.standing is not None:
                 tr.fallen_at = tr.low_since
                 self._down = _sighting(tr, timestamp, "fell as the video ended")
+        self._down = self._down or self._collapse.finish(timestamp)
         if self._record is not None and self._down is not None and self._record.fall != self._down:
             self._record = MotionRecord(timestamp=max(timestamp, self._record.timestamp),
                                         moving_fraction=self._record.moving_fraction,
@@ -198,6 +207,7 @@ class MotionObserver:
         self._background = None
         self._tracks.clear()
         self._down = None
+        self._collapse.reset()
 
     def _match(self, movers: list[Mover], t: float) -> None:
         """Best pairs first: a mover continues the track its box overlaps most, recent tracks preferred."""
@@ -390,6 +400,9 @@ class _Background:
     it starts, and anything that stops moving, joins the background within about a tenth of
     the frames seen so far: ghosts and parked things fade; a person lying still fades too,
     which `MotionObserver` reads as "stayed down" when it happens right where they fell.
+
+    When the camera moves, each frame is first put back onto the view the model learnt
+    (`ViewAligner`), so the static scene stays background and only what moves in it shows.
     """
 
     def __init__(self, grey: np.ndarray, fps: float) -> None:
@@ -397,8 +410,21 @@ class _Background:
             history=max(10, int(BACKGROUND_HISTORY_S * fps)), varThreshold=MOG2_VAR_THRESHOLD, detectShadows=False)
         self._mog.apply(grey)
         self.shape = grey.shape
+        self._aligner = ViewAligner(grey)
+        self.view_lost = False
+        """The camera moved too far from the learnt view to put frames back on it."""
 
     def apply(self, grey: np.ndarray) -> np.ndarray:
+        inside = None
+        shift = self._aligner.measure(grey)
+        if shift is not None and shift.moved:
+            put_back = self._aligner.confirms(grey, shift)
+            if put_back is not None:
+                self.view_lost = self._aligner.too_far(shift)
+                if not self.view_lost:
+                    grey, inside = put_back
         mask = (self._mog.apply(grey) == 255).astype(np.uint8)
+        if inside is not None:
+            mask &= inside & self._aligner.beyond_jitter(grey, self._mog.getBackgroundImage())
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _K3)
         return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _K5)
