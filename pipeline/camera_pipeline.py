@@ -20,7 +20,7 @@ from pipeline.frames.motion import MotionObserver
 from pipeline.incidents.activity_review import activity_looks
 from pipeline.incidents.escalation import EscalationPolicy
 from pipeline.incidents.evidence import EvidenceReader, match_safety
-from pipeline.incidents.keyframes import build_escalation, pattern_onset
+from pipeline.incidents.keyframes import build_escalation, pattern_onset, unseen_start
 from pipeline.incidents.thresholds import ThresholdController
 from pipeline.incidents.periods import mean_luma
 from pipeline.incidents.verdicts import coherent, coverage_of, unnamed_coverage
@@ -276,7 +276,7 @@ class CameraPipeline:
             entries=self.window.entries(),
             max_keyframes=s.teacher.max_keyframes,
             created_at=report.timestamp,
-            pattern_start=pattern_onset(self.window.entries(), decision.flags, s.escalation.rearm_after_s),
+            pattern_start=self._pattern_start(decision.flags),
         )
         counts = self.summary.escalations_by_reason
         counts[decision.reason] = counts.get(decision.reason, 0) + 1
@@ -295,6 +295,17 @@ class CameraPipeline:
             return MonitorOutput()
         return self.monitor.escalate(escalation.id, incident_id, decision.reason, decision.flags, report.timestamp,
                                      decision.priority == Priority.SAFETY)
+
+    def _pattern_start(self, flags: frozenset[str]) -> float | None:
+        """Where the keyframes of a question about ``flags`` start: the pattern's onset, or with
+        ``escalation.reask_unseen`` after a dismissal the first flagged frame the teacher has not seen."""
+        entries = self.window.entries()
+        onset = pattern_onset(entries, flags, self.settings.escalation.rearm_after_s)
+        memory = getattr(self.policy, "memory", None)  # baseline policies under evaluation have none
+        if not self.settings.escalation.reask_unseen or memory is None:
+            return onset
+        unseen = unseen_start(entries, flags, memory.coverages)
+        return onset if unseen is None or (onset is not None and onset > unseen) else unseen
 
     def _await_verdict(self) -> None:
         """A replay waits for the verdict so that it is applied at the same frame every run."""

@@ -98,3 +98,20 @@ def test_a_dismissed_activity_event_is_not_a_detection() -> None:
     dismissed, kept = detections_from_events(lines)
     assert not dismissed.counts and kept.counts
     assert Detection("c", "person", "activity", 1.0, 3.0, "confirmed").overlaps(LabelledEvent("person", 0.0, 2.0), 0.0)
+
+
+def test_a_question_asked_again_after_a_dismissal_starts_at_the_first_frame_the_teacher_has_not_seen() -> None:
+    from pipeline.incidents.keyframes import unseen_start
+    from pipeline.incidents.verdicts import Coverage
+
+    def flagged(t: float, flags: tuple[str, ...]) -> FrameReport:
+        return FrameReport(camera=CAM, frame_index=int(t * 10), timestamp=t, observations=PERSON, safety_flags=flags,
+                           confidence=0.8, backend="test", model="m", prompt_version="p", latency_ms=1.0)
+
+    entries = [(flagged(t, f), keyframe(t)) for t, f in
+               ((3.6, ("fall",)), (5.2, ("fall",)), (5.7, ("fall",)), (6.2, ()), (6.7, ("fall",)), (7.1, ("fall",)))]
+    dismissed = Coverage(frozenset({"fall"}), until=5.7, strength=0.8)
+    assert unseen_start(entries, {"fall"}, [dismissed]) == 6.7  # not 3.6, the onset the teacher already saw
+    assert unseen_start(entries, {"fall"}, []) is None  # nothing dismissed: the pattern's onset applies
+    assert unseen_start(entries, {"smoke"}, [dismissed]) is None  # a dismissal of another type says nothing
+    assert unseen_start(entries, {"fall"}, [Coverage(frozenset({"fall"}), until=7.1, strength=0.8)]) is None
