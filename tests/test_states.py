@@ -129,7 +129,8 @@ def test_activity_event_starts_and_ends_with_quiet_via_tick() -> None:
     assert re.fullmatch(rf"{CAM}-1000-[a-z2-7]{{6}}", first.id)  # start in ms, then a random suffix
     r.frame(2.0, PERSON, conf=0.95)  # an event keeps its type: the person is a new event, linked
     ended, person = r.events[-2:]
-    assert (ended.id, ended.phase, ended.type, ended.end) == (first.id, "end", "motion", 2.0)
+    # the motion event ends when it was last seen (1.0), not when the person replaced it
+    assert (ended.id, ended.phase, ended.type, ended.end) == (first.id, "end", "motion", 1.0)
     assert (person.phase, person.type, person.start, person.previous_id) == ("new", "person", 2.0, first.id)
     assert person.id != first.id
     r.frame(3.0, EMPTY)
@@ -138,7 +139,7 @@ def test_activity_event_starts_and_ends_with_quiet_via_tick() -> None:
     r.tick(7.5)
     assert r.monitor.state == "idle"
     end = r.events[-1]
-    assert (end.id, end.phase, end.end, end.state) == (person.id, "end", 7.5, "idle")
+    assert (end.id, end.phase, end.end, end.state) == (person.id, "end", 2.0, "idle")  # closed at 7.5, last seen at 2.0
     assert end.peak_confidence == pytest.approx(0.95)
     assert r.path == [("idle", "observing"), ("observing", "idle")]
     assert "no activity for 5.5s" in r.transitions[-1].reason
@@ -262,7 +263,9 @@ def test_alert_cooldown_idle_via_tick_with_event_times() -> None:
     r.tick(5.0)
     assert r.monitor.state == "cooldown"
     end = r.lines(alert.id)[-1]
-    assert (end.phase, end.start, end.end, end.state) == ("end", 1.0, 5.0, "cooldown")
+    # closed at 5.0 after quiet_after_s, but the fire was last seen at 1.0: that is its end
+    assert (end.phase, end.start, end.end, end.state) == ("end", 1.0, 1.0, "cooldown")
+    assert end.reasons[-1].startswith("no safety flag for 4.0s")
     r.tick(14.5)
     assert r.monitor.state == "cooldown"
     r.tick(15.5)
@@ -270,9 +273,9 @@ def test_alert_cooldown_idle_via_tick_with_event_times() -> None:
     assert r.monitor.open_incident_id is None
     assert r.path[-3:] == [("suspicious", "alert"), ("alert", "cooldown"), ("cooldown", "idle")]
     assert r.transitions[-1].trigger == "finish_cooldown" and r.transitions[-1].timestamp == 15.5
-    # The activity ended on its own once quiet (t=1 → 5), while the alert cycle went on.
+    # The activity ended on its own once quiet (closed at t=5, last seen at t=1), while the alert cycle went on.
     [activity_end] = [e for e in r.events if e.severity == "activity" and e.phase == "end"]
-    assert (activity_end.end, activity_end.state) == (5.0, "cooldown")
+    assert (activity_end.end, activity_end.state) == (1.0, "cooldown")
 
 
 def test_cooldown_back_to_suspicious_when_flag_returns() -> None:
@@ -348,7 +351,7 @@ def test_escalation_after_k_of_n_alert_marks_pending_then_dismissed_ends_and_cov
     assert r.monitor.state == "observing"
     lines = [e for e in out.events if e.id == alert.id]
     assert [(e.phase, e.review) for e in lines] == [("update", ReviewStatus.DISMISSED), ("end", ReviewStatus.DISMISSED)]
-    assert lines[-1].end == 2.0 and lines[-1].explanation == "a red lamp"
+    assert lines[-1].end == 1.0 and lines[-1].explanation == "a red lamp"  # last seen at 1.0
     assert r.monitor.open_incident_id is None
     # The dismissal covers the frames up to its arrival (no keyframe times given) …
     assert r.monitor.is_covered({"fire"}, 1.0, 0.9)
@@ -448,7 +451,8 @@ def test_close_ends_every_open_event() -> None:
     assert len(open_ids) == 3  # activity + fire + smoke
     out = r.close(9.0)
     assert {e.id for e in out.events} == open_ids
-    assert all(e.phase == "end" and e.end == 9.0 for e in out.events)
+    assert all(e.phase == "end" and e.end == 1.0 for e in out.events)  # closed at 9.0, last seen at 1.0
+    assert all(e.reasons[-1] == "input ended" for e in out.events)
     assert r.close(10.0) == MonitorOutput()
 
 
@@ -521,7 +525,7 @@ def test_one_flag_type_ends_while_another_alert_goes_on() -> None:
         r.frame(t, PERSON, ("fire",))
     assert r.monitor.state == "alert"
     end = r.lines(smoke.id)[-1]
-    assert (end.phase, end.end) == ("end", 5.0)
+    assert (end.phase, end.end) == ("end", 1.0)  # smoke was last seen at 1.0
     assert [e.type for e in r.events if e.severity == "alert" and e.phase == "end"] == ["smoke"]
 
 

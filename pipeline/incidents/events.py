@@ -11,6 +11,10 @@ decides *when*; this module is *what* each of those moves writes.
   ``person`` event whose ``previous_id`` names the motion event, which ends there.
 * **A review moves only forward** (`advance_review`): not_reviewed → pending_review →
   unverified → dismissed or confirmed; dismissed and confirmed are final.
+* **An event ends when it was last seen**: the ``end`` line is written when the monitor closes
+  the event (its reason says why: quiet for ``quiet_after_s``, input ended, a new type), but its
+  ``end`` is the source time of the last report that showed it, so the log never claims a fire
+  burned on through the quiet seconds the monitor waited before closing it.
 * **One call, one line per event** (`fold`): an event opened and changed within one frame's
   calls is written once, as ``new`` with its latest content, so an alert sent to the teacher on
   the frame it was raised says ``pending_review`` from its first line.
@@ -179,7 +183,7 @@ class EventBook:
         ev, self.activity = self.activity, None
         if ev is not None:
             ev.add_reason(reason)
-            self._write(ev, "end", end=t)
+            self._write(ev, "end", end=ev.last_seen)
 
     def see_alongside(self, kinds: Iterable[str], t: float, confidence: float) -> None:
         """Kinds of activity a report shows besides the activity event's own type: each opens (or
@@ -209,7 +213,7 @@ class EventBook:
         ev = self.alongside.pop(kind, None)
         if ev is not None:
             ev.add_reason(reason)
-            self._write(ev, "end", end=t)
+            self._write(ev, "end", end=ev.last_seen)
 
     # -- alerts -----------------------------------------------------------------------------
 
@@ -264,7 +268,7 @@ class EventBook:
         else:
             self.reported_until[kind] = t
         ev.add_reason(reason)
-        self._write(ev, "end", end=t)
+        self._write(ev, "end", end=ev.last_seen)
 
     def note(self, reason: str) -> None:
         """Every open alert records why the camera's state changed."""
