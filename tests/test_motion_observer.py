@@ -69,6 +69,25 @@ def test_a_person_bending_and_straightening_up_is_not_a_fall() -> None:
     assert observer.finish(records[-1].timestamp).fall is None
 
 
+def test_a_deep_bend_held_for_most_of_a_second_is_not_a_fall() -> None:
+    # Low, wide and fast like a fall, but back up within two seconds: a fall stays down.
+    bender = Walker(enter=0.0, exit=60.0, path=((0.0, 0.2), (3.0, 0.45), (60.0, 0.45)),
+                    tilt=((3.0, 0.0), (3.4, 55.0), (4.2, 55.0), (5.2, 0.0)))
+    observer, records = watch(scene(bender), 7.5)
+    assert first_fall(records) is None
+    assert observer.finish(records[-1].timestamp).fall is None
+
+
+def test_a_bend_held_until_it_fades_then_straightened_is_not_a_fall() -> None:
+    # Held still, the bent figure joins the background; straightening, it comes back as a new
+    # mover rising where it was bent: it got up, it did not lie still.
+    bender = Walker(enter=0.0, exit=60.0, path=((0.0, 0.2), (3.0, 0.45), (60.0, 0.45)),
+                    tilt=((3.0, 0.0), (3.4, 70.0), (4.9, 70.0), (5.9, 0.0)))
+    observer, records = watch(scene(bender), 8.0)
+    assert first_fall(records) is None
+    assert observer.finish(records[-1].timestamp).fall is None
+
+
 def test_lying_down_slowly_is_not_a_fall() -> None:
     lier = Walker(enter=0.0, exit=60.0, path=((0.0, 0.2), (3.0, 0.45), (60.0, 0.45)),
                   tilt=((3.0, 0.0), (7.0, 90.0)))
