@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_cli
 from fixtures.demo import Lighting, Room, Scene, Walker, render_frame
-from helpers_video import write_video
+from helpers_video import pacing_then_falling, write_video
 from pipeline.frames.motion import MotionObserver
 from pipeline.records import MotionRecord
 
@@ -34,17 +34,6 @@ def watch(sc: Scene, duration_s: float, fps: float = FPS) -> tuple[MotionObserve
 
 def first_fall(records: list[MotionRecord]) -> MotionRecord | None:
     return next((r for r in records if r.fall is not None), None)
-
-
-def pacing_then_falling(fall_t: float) -> Walker:
-    """Walks to and fro for ``fall_t`` seconds (turning, slowing), then falls over in 0.6 s and lies there."""
-    path, x, t = [], 0.2, 0.0
-    while t < fall_t:
-        path.append((t, x))
-        x = 0.75 if x < 0.5 else 0.2
-        t += 3.0
-    path += [(fall_t, 0.45), (60.0, 0.45)]
-    return Walker(enter=0.0, exit=60.0, path=tuple(path), tilt=((fall_t, 0.0), (fall_t + 0.6, 90.0)))
 
 
 def test_a_fall_after_a_long_stretch_of_normal_motion_is_found() -> None:
