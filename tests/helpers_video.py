@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fixtures.demo import Walker
 from pipeline.records import Frame
 
 
@@ -45,3 +46,14 @@ def make_clip(path: Path, n_frames: int, fps: float, fourcc: str = "MJPG", size:
 
 def frame_of(image: np.ndarray, index: int, timestamp: float, source_id: str = "cam-test") -> Frame:
     return Frame(source_id=source_id, index=index, timestamp=timestamp, image=image)
+
+
+def pacing_then_falling(fall_t: float) -> Walker:
+    """Walks to and fro for ``fall_t`` seconds (turning, slowing), then falls over in 0.6 s and lies there."""
+    path, x, t = [], 0.2, 0.0
+    while t < fall_t:
+        path.append((t, x))
+        x = 0.75 if x < 0.5 else 0.2
+        t += 3.0
+    path += [(fall_t, 0.45), (60.0, 0.45)]
+    return Walker(enter=0.0, exit=60.0, path=tuple(path), tilt=((fall_t, 0.0), (fall_t + 0.6, 90.0)))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fixtures.demo import Lighting, Room, Scene, Walker, render_frame
-from helpers_video import textured_background
+from helpers_video import pacing_then_falling, textured_background
 from pipeline.frames.camera_motion import ViewAligner
 from pipeline.frames.motion import MotionObserver
 from pipeline.records import MotionRecord
@@ -46,17 +46,6 @@ def watch(walker: Walker, duration_s: float, camera) -> tuple[MotionObserver, li
         if observer.wants(t):
             records.append(observer.observe(camera(render_frame(sc, t), t), t))
     return observer, records
-
-
-def pacing_then_falling(fall_t: float) -> Walker:
-    """Walks to and fro, then falls over in 0.6 s at ``fall_t`` and lies there."""
-    path, x, t = [], 0.2, 0.0
-    while t < fall_t:
-        path.append((t, x))
-        x = 0.75 if x < 0.5 else 0.2
-        t += 3.0
-    path += [(fall_t, 0.45), (60.0, 0.45)]
-    return Walker(enter=0.0, exit=60.0, path=tuple(path), tilt=((fall_t, 0.0), (fall_t + 0.6, 90.0)))
 
 
 # -- measuring the camera's motion -------------------------------------------------------------
@@ -139,7 +128,7 @@ def test_a_person_bending_while_the_camera_pans_is_not_a_fall(dx: float, dy: flo
 
 def test_a_person_walking_while_the_camera_pans_is_tracked_as_one_upright_mover() -> None:
     walker = Walker(enter=0.0, exit=60.0, path=((0.0, 0.2), (4.0, 0.75), (8.0, 0.2)))
-    observer, records = watch(walker, 8.0, panning(4.5, 6.0, 16.0, 4.0))
+    _, records = watch(walker, 8.0, panning(4.5, 6.0, 16.0, 4.0))
     assert not [r for r in records if r.fall is not None]
     during = [r for r in records if 4.8 <= r.timestamp <= 6.0]
     # The static scene stays background: one upright mover, not the room's edges.

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_cli
 from fixtures.demo import Lighting, Room, Scene, Walker, render_frame
-from helpers_video import write_video
+from helpers_video import pacing_then_falling, write_video
 from pipeline.frames.motion import MotionObserver
 from pipeline.records import MotionRecord
 
@@ -36,17 +36,6 @@ def first_fall(records: list[MotionRecord]) -> MotionRecord | None:
     return next((r for r in records if r.fall is not None), None)
 
 
-def pacing_then_falling(fall_t: float) -> Walker:
-    """Walks to and fro for ``fall_t`` seconds (turning, slowing), then falls over in 0.6 s and lies there."""
-    path, x, t = [], 0.2, 0.0
-    while t < fall_t:
-        path.append((t, x))
-        x = 0.75 if x < 0.5 else 0.2
-        t += 3.0
-    path += [(fall_t, 0.45), (60.0, 0.45)]
-    return Walker(enter=0.0, exit=60.0, path=tuple(path), tilt=((fall_t, 0.0), (fall_t + 0.6, 90.0)))
-
-
 def test_a_fall_after_a_long_stretch_of_normal_motion_is_found() -> None:
     _, records = watch(scene(pacing_then_falling(20.0)), 23.0)
     record = first_fall(records)
@@ -65,6 +54,25 @@ def test_a_person_bending_and_straightening_up_is_not_a_fall() -> None:
     bender = Walker(enter=0.0, exit=60.0, path=((0.0, 0.2), (3.0, 0.45), (60.0, 0.45)),
                     tilt=((3.0, 0.0), (3.8, 50.0), (4.3, 50.0), (5.1, 0.0), (6.0, 0.0), (6.8, 50.0), (7.3, 50.0), (8.1, 0.0)))
     observer, records = watch(scene(bender), 10.0)
+    assert first_fall(records) is None
+    assert observer.finish(records[-1].timestamp).fall is None
+
+
+def test_a_deep_bend_held_for_most_of_a_second_is_not_a_fall() -> None:
+    # Low, wide and fast like a fall, but back up within two seconds: a fall stays down.
+    bender = Walker(enter=0.0, exit=60.0, path=((0.0, 0.2), (3.0, 0.45), (60.0, 0.45)),
+                    tilt=((3.0, 0.0), (3.4, 55.0), (4.2, 55.0), (5.2, 0.0)))
+    observer, records = watch(scene(bender), 7.5)
+    assert first_fall(records) is None
+    assert observer.finish(records[-1].timestamp).fall is None
+
+
+def test_a_bend_held_until_it_fades_then_straightened_is_not_a_fall() -> None:
+    # Held still, the bent figure joins the background; straightening, it comes back as a new
+    # mover rising where it was bent: it got up, it did not lie still.
+    bender = Walker(enter=0.0, exit=60.0, path=((0.0, 0.2), (3.0, 0.45), (60.0, 0.45)),
+                    tilt=((3.0, 0.0), (3.4, 70.0), (4.9, 70.0), (5.9, 0.0)))
+    observer, records = watch(scene(bender), 8.0)
     assert first_fall(records) is None
     assert observer.finish(records[-1].timestamp).fall is None
 

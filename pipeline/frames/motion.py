@@ -12,9 +12,10 @@ not flickering, at walking pace, whole in the frame) and then, within ``FALL_MAX
 turns into a silhouette that is clearly wider than tall, much lower and wider than it stood,
 with about the same moving area (the same body, laid out), its bottom on the same floor line,
 having lost height fast (``FALL_MIN_SHRINK_RATE`` standing heights a second) — and that stays
-down for ``STAY_DOWN_S`` (or fades into the background right where it landed, lying still; or
-is still down when the video ends).  Bending and sitting keep the silhouette compact and come
-back up; lying down on purpose is slow; walking away shrinks the whole figure and raises its
+down without rising again for ``STAY_DOWN_S``, or ``FLAT_STAY_DOWN_S`` when flat on the floor (or
+fades into the background right where it landed, lying still; or is still down when the video ends).  Bending and sitting keep the
+silhouette compact, or come back up within a second or two, the top of the silhouette rising
+first; lying down on purpose is slow; walking away shrinks the whole figure and raises its
 feet; leaving the frame cuts it at the border; a flame flickers.  None of those is a fall.
 
 What it cannot do: separate people who overlap in the image (a fall beside another walker
@@ -79,8 +80,21 @@ FALL_MAX_DESCENT_S = 1.5
 """From the last upright sighting to the first lying one: a fall is fast, lying down is not."""
 FALL_UPRIGHT_MEMORY_S = 4.0
 """How far back an upright sighting may be to stand for the standing height."""
-STAY_DOWN_S = 0.5
-"""A lying silhouette must stay down this long to be a fall (not a stumble or a lunge)."""
+STAY_DOWN_S = 2.0
+"""A lying silhouette must stay down this long to be a fall: someone who bends over, lunges or
+stumbles comes back up within a second or two (a deep bend held 0.8 s is low for about 1.5 s);
+someone who fell stays down.  A video that ends sooner is decided by `MotionObserver.finish`."""
+FLAT_HEIGHT = 0.3
+FLAT_LENGTH = 0.7
+FLAT_STAY_DOWN_S = 0.5
+FLAT_SETTLED_S = 0.25
+"""A silhouette down for ``FLAT_STAY_DOWN_S`` and flat on the floor for the last ``FLAT_SETTLED_S`` —
+at most ``FLAT_HEIGHT`` of the standing height (lower than any bend, crouch or kneel keeps its top)
+and at least ``FLAT_LENGTH`` of it long (the body laid out, not the remnant of a figure fading into
+the background while it holds still) — is a fall without the longer wait."""
+RISING = 0.3
+"""Standing heights by which the silhouette's top climbs back above, and its height grows back
+beyond, the lowest it was since it landed: getting up, or straightening from a bend."""
 STILL_SPEED = 0.5
 """Body heights per second below which a mover that faded away was lying still, not leaving."""
 RISEN_HEIGHT = 0.35
@@ -239,11 +253,16 @@ class MotionObserver:
             self._next_id += 1
             tr.samples.append((t, replace(m, track=tr.id)))
             self._tracks.append(tr)
-        self._tracks = [tr for tr in self._tracks if t - tr.last_seen <= TRACK_TTL_S or tr.fallen_at is not None]
+        # A mover that came down and faded into the background at once is kept until it has been down long enough.
+        self._tracks = [tr for tr in self._tracks if t - tr.last_seen <= TRACK_TTL_S or tr.fallen_at is not None
+                        or (tr.low_since is not None and t - tr.low_since <= STAY_DOWN_S + TRACK_TTL_S)]
 
     def _judge_falls(self, t: float) -> FallSighting | None:
         for tr in self._tracks:
             if tr.last_seen != t:
+                if tr.fallen_at is None and tr.low_since is not None and self._got_up_there(tr, t):
+                    self._clear(tr)  # it faded while bent over; rising, it is a new mover
+                    continue
                 if tr.fallen_at is None and tr.low_since is not None and t - tr.low_since >= STAY_DOWN_S \
                         and tr.standing is not None and tr.speed(height=tr.standing.h) <= STILL_SPEED:
                     # Lying still, it faded into the background right where it landed.
@@ -261,7 +280,8 @@ class MotionObserver:
             if tr.low_since is not None:
                 if not self._still_down(tr, box):
                     self._clear(tr)
-                elif t - tr.low_since >= STAY_DOWN_S:
+                elif t - tr.low_since >= STAY_DOWN_S or (t - tr.low_since >= FLAT_STAY_DOWN_S
+                                                          and _flat_since(tr, t - FLAT_SETTLED_S)):
                     tr.fallen_at = tr.low_since
                     self._down = _sighting(tr, t, "came down fast and stayed down")
                 continue
@@ -279,9 +299,18 @@ class MotionObserver:
         if self._down is not None and self._down.track == tr.id:
             self._down = None
 
+    def _got_up_there(self, tr: _Track, t: float) -> bool:
+        """A mover seen now rises where this unseen low one lay: it got up, and its blob, faded while
+        it held still, came back as a new mover whose top climbs."""
+        ref, since = tr.standing, [b for ts, b in tr.samples if tr.low_since is not None and ts >= tr.low_since]
+        assert ref is not None
+        x0, x1 = min(b.x for b in since), max(b.x + b.w for b in since)
+        return any(other is not tr and other.last_seen == t and other.box.x < x1 and other.box.x + other.box.w > x0
+                   and _climbed(other, tr.low_since) >= RISING * ref.h for other in self._tracks)
+
     @staticmethod
     def _still_down(tr: _Track, box: Mover) -> bool:
-        """Still down where it fell: not upright again, not travelling (a fallen person does not walk on).
+        """Still down where it fell: not upright again nor rising, not travelling (a fallen person does not walk on).
 
         What is left of a person lying still fades into the background piece by piece; a small
         remnant is still down.
@@ -291,7 +320,8 @@ class MotionObserver:
         since = [b for ts, b in tr.samples if ts >= tr.low_since]
         drift = math.hypot(box.cx - since[0].cx, box.cy - since[0].cy) / max(1e-6, ref.h)
         up_again = box.aspect >= UPRIGHT_ASPECT and box.h >= RISEN_HEIGHT * ref.h
-        return not up_again and drift <= STAY_MAX_DRIFT and not box.touches_bottom
+        rising = box.y <= max(b.y for b in since) - RISING * ref.h and box.h >= min(b.h for b in since) + RISING * ref.h
+        return not up_again and not rising and drift <= STAY_MAX_DRIFT and not box.touches_bottom
 
     @staticmethod
     def _fast_drop(tr: _Track, box: Mover, t: float) -> tuple[Mover | None, float]:
@@ -331,6 +361,22 @@ def _stood_steadily(tr: _Track, t: float) -> bool:
     """The last few upright sightings before ``t`` kept their height: a body, not a flickering flame."""
     heights = [b.h for ts, b in tr.samples if ts < t and b.aspect >= STANDING_ASPECT][-MIN_UPRIGHT_SIGHTINGS:]
     return len(heights) >= MIN_UPRIGHT_SIGHTINGS and min(heights) >= STEADY_HEIGHT * max(heights)
+
+
+def _flat_since(tr: _Track, since: float) -> bool:
+    """Every sighting since ``since`` (and since it came down) is flat on the floor."""
+    assert tr.standing is not None and tr.low_since is not None
+    if since < tr.low_since:
+        return False
+    ref = tr.standing
+    # Lengths in pixels: the box's width over the standing height, through its own aspect.
+    return all(b.h <= FLAT_HEIGHT * ref.h and b.h >= FLAT_LENGTH * b.aspect * ref.h
+               for ts, b in tr.samples if ts >= since)
+
+
+def _climbed(tr: _Track, since: float | None) -> float:
+    """How far (frame fractions) the track's top has climbed above its lowest since ``since``."""
+    return max(b.y for ts, b in tr.samples if since is None or ts >= since) - tr.box.y
 
 
 def _sighting(tr: _Track, t: float, how: str) -> FallSighting:
