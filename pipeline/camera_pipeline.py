@@ -17,12 +17,13 @@ from pipeline.frames.budget import BudgetDecision, KeyframeBudget
 from pipeline.frames.encode import encode_frame, slim_encoded
 from pipeline.frames.gate import ChangeGate
 from pipeline.frames.motion import MotionObserver
+from pipeline.incidents.activity_review import activity_looks
 from pipeline.incidents.escalation import EscalationPolicy
 from pipeline.incidents.evidence import EvidenceReader, match_safety
-from pipeline.incidents.keyframes import build_escalation, pattern_onset
+from pipeline.incidents.keyframes import build_escalation, pattern_onset, unseen_start
 from pipeline.incidents.thresholds import ThresholdController
 from pipeline.incidents.periods import mean_luma
-from pipeline.incidents.verdicts import coherent, coverage_of
+from pipeline.incidents.verdicts import coherent, coverage_of, unnamed_coverage
 from pipeline.incidents.window import SlidingWindow
 from pipeline.learning.agreement_store import StoreError
 from pipeline.records import EncodedFrame, Frame, FrameReport, GateDecision, GateReason, Priority, VerdictKind
@@ -275,7 +276,7 @@ class CameraPipeline:
             entries=self.window.entries(),
             max_keyframes=s.teacher.max_keyframes,
             created_at=report.timestamp,
-            pattern_start=pattern_onset(self.window.entries(), decision.flags, s.escalation.rearm_after_s),
+            pattern_start=self._pattern_start(decision.flags),
         )
         counts = self.summary.escalations_by_reason
         counts[decision.reason] = counts.get(decision.reason, 0) + 1
@@ -294,6 +295,17 @@ class CameraPipeline:
             return MonitorOutput()
         return self.monitor.escalate(escalation.id, incident_id, decision.reason, decision.flags, report.timestamp,
                                      decision.priority == Priority.SAFETY)
+
+    def _pattern_start(self, flags: frozenset[str]) -> float | None:
+        """Where the keyframes of a question about ``flags`` start: the pattern's onset, or with
+        ``escalation.reask_unseen`` after a dismissal the first flagged frame the teacher has not seen."""
+        entries = self.window.entries()
+        onset = pattern_onset(entries, flags, self.settings.escalation.rearm_after_s)
+        memory = getattr(self.policy, "memory", None)  # baseline policies under evaluation have none
+        if not self.settings.escalation.reask_unseen or memory is None:
+            return onset
+        unseen = unseen_start(entries, flags, memory.coverages)
+        return onset if unseen is None or (onset is not None and onset > unseen) else unseen
 
     def _await_verdict(self) -> None:
         """A replay waits for the verdict so that it is applied at the same frame every run."""
@@ -316,6 +328,8 @@ class CameraPipeline:
         # unverified, and a dismissal covers only the frames the teacher saw.
         verdict = coherent(verdict, self._match_safety(result.escalation.flags, ()), self._match_safety)
         coverage = coverage_of(result.escalation, verdict, self._match_safety)
+        if coverage is None and self.settings.escalation.confirm_named_only:
+            coverage = unnamed_coverage(result.escalation, verdict, self._match_safety)
         kind = verdict.kind.value
         self.summary.verdicts[kind] = self.summary.verdicts.get(kind, 0) + 1
         for key, value in verdict.timings.items():
@@ -332,6 +346,8 @@ class CameraPipeline:
                 self.policy.cover(coverage)
         elif verdict.kind == VerdictKind.CONFIRMED and hasattr(self.policy, "confirm"):  # baselines have no memory of it
             self.policy.confirm(self._match_safety(verdict.safety_flags, ()))
+            if coverage is not None:  # asked types it did not name: dismissed for the frames it saw
+                self.policy.cover(coverage)
         if verdict.explanation:
             self._explanation = verdict.explanation
         if self.learner is not None:
@@ -341,6 +357,9 @@ class CameraPipeline:
             self.thresholds.record_verdict(result.escalation.flags, result.escalation.reason, verdict.kind.value,
                                          self.last_ts, verdict.safety_flags)
         self._apply(self.monitor.apply_verdict(verdict, self.last_ts, coverage))
+        if self.settings.escalation.review_activity:
+            self._apply(self.monitor.review_activity(activity_looks(result.escalation, verdict), self.last_ts,
+                                                     f"teacher {verdict.kind.value} {verdict.escalation_id}"))
 
     def _match_safety(self, flags: Any, observations: Any) -> frozenset[str]:
         return match_safety(flags, observations, self.window.reader.triggers)

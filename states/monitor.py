@@ -47,10 +47,12 @@ import logging
 import math
 import random
 from collections.abc import Iterable
+from dataclasses import replace
 
 from pipeline.config.escalation import EscalationConfig
 from pipeline.config.states import StatesConfig
 from pipeline.incidents.escalation import FixedThresholds, Onsets, Thresholds, ThresholdSource, track_onsets
+from pipeline.incidents.activity_review import ActivityLook, review_activity
 from pipeline.incidents.end_of_input import cut_short
 from pipeline.incidents.events import ALONGSIDE_KINDS, EventBook, EventIds, OpenEvent
 from pipeline.incidents.evidence import activity_kinds
@@ -248,7 +250,14 @@ class CameraMonitor(EvidenceView):
         if verdict.kind == VerdictKind.DISMISSED:
             self._dismiss(t, ctx, coverage or Coverage(flags=escalated_types, until=t, strength=1.0,
                                                        escalation_id=verdict.escalation_id))
+        elif verdict.kind == VerdictKind.CONFIRMED and coverage is not None:
+            ctx = self._dismiss_unnamed(t, ctx, coverage)
         self.trigger(f"teacher_{verdict.kind.value}", timestamp=t, context=ctx)
+        return self._flush()
+
+    def review_activity(self, looks: Iterable[ActivityLook], timestamp: float, why: str) -> MonitorOutput:
+        """What a teacher's look says about the open person/vehicle events (`pipeline.incidents.activity_review`)."""
+        review_activity(self.book, looks, self._time(timestamp), why)
         return self._flush()
 
     def close(self, timestamp: float) -> MonitorOutput:
@@ -553,6 +562,20 @@ class CameraMonitor(EvidenceView):
         # A hazard the teacher names while dismissing what it was asked (a fall dismissed, fire
         # seen) is reported: verdict words may add an alert, never remove one.
         self._confirm(t, ctx, [k for k in ctx.alert_types if k not in coverage.flags])
+
+    def _dismiss_unnamed(self, t: float, ctx: VerdictContext, coverage: Coverage) -> VerdictContext:
+        """A confirmation that did not name some of the types it was asked about
+        (`verdicts.unnamed_coverage`): their alerts end as by a dismissal of the frames the teacher
+        saw (not one confirmed earlier, nor one seen since); the confirmation is of the rest."""
+        self._coverages += (coverage,)
+        seen_since = self._seen_after_coverage()
+        v = ctx.verdict
+        for ev in self.book.linked(ctx.escalation_ids):
+            if ev.type in coverage.flags and ev.type not in seen_since and ev.review != Review.CONFIRMED:
+                self.book.review(ev, Review.DISMISSED, f"{ctx.why}: {ev.type} not named", escalation_id=v.escalation_id,
+                                 explanation=v.explanation)
+                self.book.end_alert(ev.type, t, ctx.why)
+        return replace(ctx, alert_types=tuple(k for k in ctx.alert_types if k not in coverage.flags))
 
     def _seen_after_coverage(self) -> frozenset[str]:
         """Triggers the last n reports show on frames no dismissal covers."""

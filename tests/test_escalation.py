@@ -424,3 +424,27 @@ def test_one_frame_of_a_dismissed_type_after_what_the_teacher_saw_is_asked_befor
     assert escalated_at(decisions) == [1, 3] and decisions[3].reason == "safety:fall"
     # Never dismissed, one frame is a blip.
     assert not EscalationPolicy(thresholds()).evaluate(window_stats(reports[2:4]), CALM_QUEUE).escalate
+
+
+def test_a_lone_safety_flag_is_asked_below_safety_priority_once_per_onset_when_ask_blips() -> None:
+    reports = [report(0), report(1, ["fall"]), report(1.5), report(2), report(2.5, ["fall"]), report(3), report(3.5),
+               report(4), report(5, ["fall"]), report(5.5)]
+    # Off (the default): a flag that never persists is never asked.
+    assert escalated_at(replay(EscalationPolicy(thresholds(flip_limit=1000)), reports)) == []
+    decisions = replay(EscalationPolicy(thresholds(ask_blips=True, flip_limit=1000)), reports)
+    # On: a lone flag is asked at once, below safety priority; back within rearm_after_s (2.5 s) it is the
+    # same pattern in its cool-off; back after a real absence (5 s) it is a new onset, asked again.
+    assert escalated_at(decisions) == [1, 8]
+    asked = decisions[1]
+    assert asked.reason == "blip:fall" and asked.priority == Priority.LOW_CONFIDENCE and asked.flags == {"fall"}
+    assert decisions[4].reason == "cooloff"
+    # A type the teacher confirmed is not asked again as a blip while its evidence goes on (a short
+    # cool-off here, so only the confirmation holds the 2.5 s flag back).
+    def asked_again(confirm: bool) -> bool:
+        policy = EscalationPolicy(thresholds(ask_blips=True, flip_limit=1000, cooloff_s=0.1))
+        policy.evaluate(window_stats(reports[:2]), CALM_QUEUE)
+        if confirm:
+            policy.confirm(frozenset({"fall"}))
+        return any(policy.evaluate(window_stats(reports[: i + 1]), CALM_QUEUE).escalate for i in range(2, 6))
+
+    assert asked_again(confirm=False) and not asked_again(confirm=True)

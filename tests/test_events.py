@@ -166,3 +166,20 @@ def test_the_summary_counts_events_by_type_as_the_log_does_and_ids_never_repeat_
         assert next(e for e in new if e["type"] == "fall")["review"] == "pending_review"
         ids.append(set(by_id))
     assert not ids[0] & ids[1]
+
+
+def test_a_confirmation_that_names_one_of_two_asked_types_ends_the_other_alert() -> None:
+    window, mon = monitor()
+    mon.update(window.add(report(0.0, ("fall", "smoke"))))
+    mon.update(window.add(report(0.5, ("fall", "smoke"))))
+    mon.escalate("e1", "inc", "safety:fall", frozenset({"fall", "smoke"}), 0.5, safety=True)
+    assert set(mon.book.alerts) == {"fall", "smoke"}
+    unnamed = Coverage(frozenset({"fall"}), until=0.5, strength=0.9, escalation_id="e1")
+    out = mon.apply_verdict(verdict(VerdictKind.CONFIRMED, "e1", ("smoke",)), 0.5, unnamed)
+    by_type = {e.type: e for e in out.events}
+    assert by_type["fall"].phase == "end" and by_type["fall"].review == Review.DISMISSED
+    assert set(mon.book.alerts) == {"smoke"} and mon.book.alerts["smoke"].review == Review.CONFIRMED
+    # Evidence after what the teacher saw is a new question: the fall counts again from there.
+    mon.update(window.add(report(1.0, ("fall", "smoke"))))
+    out = mon.update(window.add(report(1.5, ("fall", "smoke"))))
+    assert "fall" in mon.book.alerts

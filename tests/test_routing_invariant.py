@@ -74,3 +74,37 @@ def test_ours_never_loses_an_event_to_a_verdict_that_suppressed_later_evidence(t
     # Ours may lose events here (the lab fall on seed 0: the student's late flags, shown to the teacher,
     # dismissed), and each such loss was checked above frame by frame.
     assert lost == 0 or checked > 0
+
+
+ACTIVITY_SET = ("scene_cuts", "fdv_fire", "fall_corridor")
+
+
+@pytest.mark.skipif(not (CLIPS / "labels.json").is_file(), reason="the shared clips are not on this machine")
+def test_an_activity_event_is_dismissed_only_by_a_teacher_who_saw_the_claim_and_did_not_name_it(tmp_path: Path) -> None:
+    """Every person/vehicle event ours dismissed began no later than a keyframe on which the student
+    named that kind, and the verdict on that keyframe's sequence does not name it."""
+    from pipeline.incidents.evidence import activity_kinds
+    from pipeline.sinks.decision_log import EscalationSent
+    from tools.evaluation.scoring import read_event_log
+
+    labels = load_labels(CLIPS / "labels.json")
+    clips = [c for c in labels.clips if any(c.file.startswith(name) for name in ACTIVITY_SET)]
+    (records,) = run_all([Variant("ours", "ours")], labels=labels, clips=clips, pair="simulated", seeds=SEEDS,
+                         settings=[(Settings(), tmp_path / "runs")], fixed_interval_s=None, say=lambda _: None)
+    dismissed = 0
+    for record in records:
+        run_dir = Path(record.out_dir)
+        decisions = list(read_decisions(run_dir / "decisions.jsonl"))
+        said = {round(d.t, 3): activity_kinds((d.student or {}).get("observations", []))
+                for d in decisions if isinstance(d, FrameDecision)}
+        keyframes = {d.id: d.keyframes for d in decisions if isinstance(d, EscalationSent)}
+        looks = [(keyframes.get(v.verdict.get("escalation_id"), []), activity_kinds(v.verdict.get("observations", [])))
+                 for v in decisions if isinstance(v, VerdictReceived) and v.verdict.get("verdict") != "unverified"]
+        for line in read_event_log(run_dir / "events.jsonl"):
+            if line.get("severity") != "activity" or line.get("review") != "dismissed" or line.get("phase") != "end":
+                continue
+            dismissed += 1
+            kind, start = line["type"], float(line["start"])
+            assert any(kind not in teacher and any(k >= start - 1e-3 and kind in said.get(round(k, 3), ()) for k in keys)
+                       for keys, teacher in looks), f"seed {record.seed} {record.clip}: {kind} from {start} dismissed unseen"
+    assert dismissed > 0  # the simulated student's phantom persons on these clips are dismissed

@@ -242,3 +242,26 @@ def test_a_first_frame_the_gate_reads_as_blank_backs_a_tamper_flag() -> None:
     step = _cut_window_and_monitor()
     out, _ = step(0.0, ("tamper",), "tamper", GateReason.FIRST)  # a clip that starts covered: no earlier view
     assert [e.type for e in out.events if e.severity == "alert" and e.phase == "new"] == ["tamper"]
+
+
+def test_a_confirmation_confirms_what_it_names_and_dismisses_the_rest_for_the_frames_seen() -> None:
+    from pipeline.incidents.verdicts import unnamed_coverage
+    from pipeline.records import EncodedFrame, Frame, GateDecision, GateReason
+
+    def keyframe(t: float) -> EncodedFrame:
+        frame = Frame(source_id="c", index=int(t * 10), timestamp=t, image=None)  # type: ignore[arg-type]
+        return EncodedFrame(frame=frame, jpeg=b"", b64="", width=1, height=1,
+                            gate=GateDecision(passed=True, reason=GateReason.CHANGE, score=10.0))
+
+    timeline = (student(1.0, ("fall",), 0.7), student(2.0, ("fall", "smoke"), 0.8))
+    esc = Escalation(id="e1", camera="c", incident_id="i1", reason="safety:fall", priority=Priority.SAFETY, created_at=2.0,
+                     flags=frozenset({"fall", "smoke"}), keyframes=(keyframe(1.0), keyframe(2.0)), timeline=timeline)
+    # Asked about a fall and smoke, it names smoke: the fall is dismissed for what it saw.
+    cov = unnamed_coverage(esc, verdict(VerdictKind.CONFIRMED, ("smoke",)), match)
+    assert cov == Coverage(frozenset({"fall"}), until=2.0, strength=0.8, escalation_id="e1")
+    # Naming every type asked, or none of them (it confirms the question as asked), dismisses nothing.
+    assert unnamed_coverage(esc, verdict(VerdictKind.CONFIRMED, ("fall", "smoke")), match) is None
+    assert unnamed_coverage(esc, verdict(VerdictKind.CONFIRMED), match) is None
+    # Its words count as naming (a "person lying on the floor after a fall" names the fall).
+    assert unnamed_coverage(esc, verdict(VerdictKind.CONFIRMED, ("smoke",), ("a fall by the door",)), match) is None
+    assert unnamed_coverage(esc, verdict(VerdictKind.DISMISSED), match) is None  # a dismissal has coverage_of

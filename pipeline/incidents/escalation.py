@@ -66,13 +66,14 @@ PRESSURE_FULL = 1.0
 REASON_PRIORITY: Mapping[str, Priority] = MappingProxyType({
     "safety": Priority.SAFETY,
     "low_confidence": Priority.LOW_CONFIDENCE,
+    "blip": Priority.LOW_CONFIDENCE,
     "flag_flip": Priority.FLAG_FLIP,
     "scene_change": Priority.SCENE_CHANGE,
     "audit": Priority.AUDIT,
 })
 #: The backpressure level from which a signal is deferred (safety: never).
 _DEFER_FROM_LEVEL: Mapping[str, int] = MappingProxyType({
-    "audit": 1, "flag_flip": 2, "scene_change": 2, "low_confidence": 3,
+    "audit": 1, "flag_flip": 2, "scene_change": 2, "blip": 2, "low_confidence": 3,
 })
 MAX_BAR = 3
 
@@ -107,6 +108,8 @@ class Thresholds:
     """A safety type the teacher confirmed is not asked again while its evidence goes on (re-armed by a new onset)."""
     ask_at_end: bool = True
     """When the source ends, safety evidence of the last n frames no teacher has answered is asked (`decide`'s ``final``)."""
+    ask_blips: bool = False
+    """A safety flag on the newest frame that does not (yet) persist is asked too, below safety priority (``blip``)."""
     calibrated: bool = False
     """The reports' confidence is calibrated (probability the teacher agrees): safety evidence is
     weighed by it and low confidence looks at unflagged frames only (module doc).  False = raw."""
@@ -140,6 +143,7 @@ class Thresholds:
             reask_when_due=cfg.reask_when_due,
             ask_at_end=cfg.ask_at_end,
             hold_confirmed=cfg.hold_confirmed,
+            ask_blips=cfg.ask_blips,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -375,6 +379,11 @@ def decide(
     if persisting:
         top = max(sorted(persisting), key=lambda t: safety_counts[t])
         candidates.append(("safety", persisting, f"safety:{top}"))
+    # A lone safety flag (not persisting, not answered): a cheap question before k of n could say it.
+    blips = (current_safety & frozenset().union(*(e.triggers for e in recent[-1:]))) - persisting - confirmed \
+        - dismissed_before if thresholds.ask_blips and is_new_frame and recent else frozenset()
+    if blips:
+        candidates.append(("blip", blips, f"blip:{min(blips)}"))
     if low_conf:
         candidates.append(("low_confidence", stats.active_flags, "low_confidence"))
     if flipping:
@@ -404,7 +413,7 @@ def decide(
         if signal == "safety" and flags <= confirmed:
             blocked.append((signal, "confirmed_ongoing"))
             continue
-        if signal == "safety":
+        if signal in ("safety", "blip"):
             recent = _covered(flags, memory.escalated_patterns, now, since=now - cooloff_s)
         elif signal == "scene_change":
             recent = False  # the rising edge already makes it once per change
@@ -434,6 +443,8 @@ def decide(
             patterns[flags] = now
             open_incident = True
             owed -= flags
+        elif signal == "blip":
+            patterns[flags] = now
         # Any escalation sends the window to the teacher, so a due audit or a pending
         # scene change is served by it.
         if audit_due:

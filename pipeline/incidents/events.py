@@ -158,9 +158,9 @@ class EventBook:
     # -- activity ---------------------------------------------------------------------------
 
     def open_activity(self, kind: str, start: float, t: float, flags: Iterable[str], confidence: float,
-                      reason: str, previous_id: str | None = None) -> OpenEvent:
+                      reason: str, previous_id: str | None = None, review: ReviewStatus = Review.NOT_REVIEWED) -> OpenEvent:
         ev = OpenEvent(id=self.ids.new(start), type=kind, severity="activity", start=start, flags=set(flags),
-                       peak_confidence=confidence, last_seen=t, previous_id=previous_id)
+                       peak_confidence=confidence, last_seen=t, previous_id=previous_id, review=review)
         ev.add_reason(reason)
         self.activity = ev
         self._write(ev, "new")
@@ -196,13 +196,18 @@ class EventBook:
                 continue
             ev = self.alongside.get(kind)
             if ev is None:
-                ev = OpenEvent(id=self.ids.new(t), type=kind, severity="activity", start=t,
-                               peak_confidence=confidence, last_seen=t)
-                ev.add_reason(f"{kind} seen alongside the {main.type} of {main.id}")
-                self.alongside[kind] = ev
-                self._write(ev, "new")
+                self.open_alongside(kind, t, confidence, f"{kind} seen alongside the {main.type} of {main.id}")
             else:
                 ev.see(t, confidence)
+
+    def open_alongside(self, kind: str, t: float, confidence: float, reason: str,
+                       review: ReviewStatus = Review.NOT_REVIEWED) -> OpenEvent:
+        ev = OpenEvent(id=self.ids.new(t), type=kind, severity="activity", start=t, peak_confidence=confidence, last_seen=t,
+                       review=review)
+        ev.add_reason(reason)
+        self.alongside[kind] = ev
+        self._write(ev, "new")
+        return ev
 
     def end_quiet_alongside(self, t: float, quiet_s: float) -> None:
         for kind, ev in list(self.alongside.items()):

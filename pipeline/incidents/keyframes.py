@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 
 from pipeline.incidents.escalation import Decision
 from pipeline.incidents.evidence import match_safety
+from pipeline.incidents.verdicts import Coverage
 from pipeline.records import EncodedFrame, Escalation, FrameReport
 
 #: A change scores at least this much to "stand out" (one flag on/off scores 1).
@@ -122,6 +123,21 @@ def pattern_onset(entries: Sequence[Entry], flags: Iterable[str], rearm_after_s:
         elif onset is not None:
             absent_since_onset = True
     return onset
+
+
+def unseen_start(entries: Sequence[Entry], flags: Iterable[str], coverages: Iterable[Coverage]) -> float | None:
+    """Source time of the first entry carrying ``flags`` after the newest frame a dismissal of them
+    covered, or None when no dismissal covers them or nothing after it carries them.
+
+    A question asked again after a dismissal is about what the teacher has not seen: its keyframes
+    start there, not at the pattern's onset the teacher already looked at (a fall dismissed on its
+    first frames and flagged again while it happens is shown while it happens)."""
+    wanted = frozenset(flags)
+    seen_until = max((c.until for c in coverages if c.flags & wanted), default=None)
+    if seen_until is None:
+        return None
+    later = [r.timestamp for r, _ in entries if r.timestamp > seen_until and match_safety(r.flags, r.observations, wanted)]
+    return min(later) if later else None
 
 
 def build_escalation(

@@ -8,6 +8,9 @@ Escalation may add evidence or delay an alert; it must never erase one.  The rul
   carried those flags).  Student evidence *after* that keyframe, or stronger than anything
   the teacher saw, is a new question: it counts again (`covers` is False for it), so it is
   asked again (rate-limited, `may_reask`) or, unasked, alerts on its own.
+* **A confirmation confirms what it names.**  Asked about a fall and smoke, a teacher that
+  confirms naming smoke only has seen the fall's frames and not confirmed it: the fall is
+  dismissed for those frames (`unnamed_coverage`), as by a dismissal.
 * **A verdict that contradicts itself is unverified.**  ``dismissed`` while naming a safety
   flag it was asked about (in ``safetyFlags`` or in its own observations) cannot be read both
   ways; it becomes ``unverified`` with the named flags kept, so the alert stands (`coherent`).
@@ -85,8 +88,24 @@ def coverage_of(escalation: Escalation, verdict: Verdict, match: Matcher) -> Cov
     if verdict.kind != VerdictKind.DISMISSED:
         return None
     flags = match(escalation.flags, ())
-    if not flags:
+    return _coverage(escalation, flags, match) if flags else None
+
+
+def unnamed_coverage(escalation: Escalation, verdict: Verdict, match: Matcher) -> Coverage | None:
+    """A confirmation that names some of the safety types it was asked about and not others (asked
+    about a fall and smoke, it names smoke): the coverage of the others, which the teacher was shown
+    and did not confirm — dismissed for the frames it saw, like a dismissal.  None for any other
+    verdict, and for a confirmation naming none of them (it confirms the question as asked)."""
+    if verdict.kind != VerdictKind.CONFIRMED:
         return None
+    asked = match(escalation.flags, ())
+    named = match(verdict.safety_flags, verdict.observations)
+    if not asked & named or not asked - named:
+        return None
+    return _coverage(escalation, asked - named, match)
+
+
+def _coverage(escalation: Escalation, flags: frozenset[str], match: Matcher) -> Coverage:
     times = [k.timestamp for k in escalation.keyframes]
     until = max(times) if times else escalation.created_at
     seen = [r.confidence for r in escalation.timeline
@@ -130,4 +149,4 @@ def prune(coverages: Iterable[Coverage], oldest_frame: float) -> tuple[Coverage,
 
 
 __all__ = ["Coverage", "Matcher", "STRONGER_MARGIN", "coherent", "coverage_of", "covers", "may_reask", "prune", "uncover",
-           "uncovered"]
+           "uncovered", "unnamed_coverage"]

@@ -59,10 +59,10 @@ class Detection:
 
     @property
     def counts(self) -> bool:
-        """Counts as a detection: an alert not dismissed, or person/vehicle activity."""
+        """Counts as a detection: an alert or a person/vehicle activity event, not dismissed."""
         if self.severity == "alert":
             return not self.dismissed
-        return self.type in ACTIVITY_TYPES
+        return self.type in ACTIVITY_TYPES and not self.dismissed
 
     @property
     def shown(self) -> bool:

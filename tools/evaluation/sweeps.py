@@ -1,7 +1,7 @@
 """Cost–quality curves: each policy family over its own knob, and the points report.json carries.
 
 ``--sweep thresholds`` adds, to the policies as configured, ours over ``min_confidence``,
-persistence, ``max_keyframes``, audit period and sample rate; fixed interval over its period;
+persistence, ``max_keyframes``, audit period, sample rate and lone-flag questions (``ask_blips``); fixed interval over its period;
 confidence only over its threshold.  `cost_quality_points` gives one point per policy setting
 and confidence setting (pooled over clips, averaged over seeds), teacher only among them.
 """
@@ -47,6 +47,10 @@ def variants_for(policies: Sequence[str], sweep: str) -> list[Variant]:
                             overrides={"escalation": {"persistence_k": 1, "persistence_n": 3}, "capture": {"sample_fps": f},
                                        "teacher": {"max_keyframes": 1}})
                     for f in SWEEP_FIRST_FLAG_FPS]
+            # A lone safety flag asked too (escalation.ask_blips): earlier alerts and the one-frame falls, for a teacher call per phantom.
+            out += [Variant("ours", "ours@ask_blips", overrides={"escalation": {"ask_blips": True}}),
+                    Variant("ours", "ours@ask_blips,max_keyframes=1",
+                            overrides={"escalation": {"ask_blips": True}, "teacher": {"max_keyframes": 1}})]
         if "confidence_only" in policies:
             out += [Variant("confidence_only", f"confidence_only@min_conf={c:g}", min_confidence=c) for c in SWEEP_MIN_CONFIDENCE]
         if "fixed_interval" in policies:
