@@ -23,7 +23,7 @@ from pipeline.incidents.evidence import EvidenceReader, match_safety
 from pipeline.incidents.keyframes import build_escalation, pattern_onset, unseen_start
 from pipeline.incidents.thresholds import ThresholdController
 from pipeline.incidents.periods import mean_luma
-from pipeline.incidents.verdicts import coherent, coverage_of, unnamed_coverage
+from pipeline.incidents.verdicts import coherent, coverage_of, seen_until, unnamed_coverage
 from pipeline.incidents.window import SlidingWindow
 from pipeline.learning.agreement_store import StoreError
 from pipeline.records import EncodedFrame, Frame, FrameReport, GateDecision, GateReason, Priority, VerdictKind
@@ -356,7 +356,7 @@ class CameraPipeline:
         if self.settings.adaptive.enabled:
             self.thresholds.record_verdict(result.escalation.flags, result.escalation.reason, verdict.kind.value,
                                          self.last_ts, verdict.safety_flags)
-        self._apply(self.monitor.apply_verdict(verdict, self.last_ts, coverage))
+        self._apply(self.monitor.apply_verdict(verdict, self.last_ts, coverage, seen_until(result.escalation)))
         if self.settings.escalation.review_activity:
             self._apply(self.monitor.review_activity(activity_looks(result.escalation, verdict), self.last_ts,
                                                      f"teacher {verdict.kind.value} {verdict.escalation_id}"))

@@ -221,11 +221,14 @@ class CameraMonitor(EvidenceView):
                     self._open_alert(kind, t, pending.why, review=Review.PENDING_REVIEW, escalation_ids=(escalation_id,))
         return self._flush()
 
-    def apply_verdict(self, verdict: Verdict, timestamp: float, coverage: Coverage | None = None) -> MonitorOutput:
+    def apply_verdict(self, verdict: Verdict, timestamp: float, coverage: Coverage | None = None,
+                      seen_until: float | None = None) -> MonitorOutput:
         """Apply the teacher's verdict on an escalation (confirmed / dismissed / unverified).
 
         A dismissal covers ``coverage`` (the frames the teacher saw, `verdicts.coverage_of`);
-        without it, every frame up to the verdict's arrival at any confidence."""
+        without it, every frame up to the verdict's arrival at any confidence.  ``seen_until`` is
+        the last frame the teacher was shown (`verdicts.seen_until`): a type it confirms by name was
+        seen then, so its event lasts at least that long even when the student stopped flagging it."""
         t = self._time(timestamp)
         resolved = tuple(p for p in self._pending.values()
                          if p.escalation_id == verdict.escalation_id
@@ -246,7 +249,7 @@ class CameraMonitor(EvidenceView):
         types = tuple(sorted((escalated_types | self._triggers_in(teacher_flags)) - repeated))
         why = (f"teacher {verdict.kind.value} {verdict.escalation_id} "
                f"({', '.join(types) or 'no safety flag'}; {verdict.backend} {verdict.model})")
-        ctx = VerdictContext(verdict, ids, teacher_flags, types, why)
+        ctx = VerdictContext(verdict, ids, teacher_flags, types, why, seen_until)
         if verdict.kind == VerdictKind.DISMISSED:
             self._dismiss(t, ctx, coverage or Coverage(flags=escalated_types, until=t, strength=1.0,
                                                        escalation_id=verdict.escalation_id))
@@ -525,6 +528,8 @@ class CameraMonitor(EvidenceView):
                                       confidence=v.confidence, escalation_ids=(v.escalation_id,))
             self.book.review(ev, Review.CONFIRMED, ctx.why, escalation_id=v.escalation_id, explanation=v.explanation,
                              flags=ctx.teacher_flags)
+            if ctx.seen_until is not None and kind in self._triggers_in(ctx.teacher_flags):
+                ev.seen_by_teacher(ctx.seen_until)
 
     def _a_unverify_alerts(self, data: EventData) -> None:
         t = data.kwargs["timestamp"]

@@ -47,3 +47,5 @@ class VerdictContext:
     alert_types: tuple[str, ...]
     """Safety types to alert on: the escalation's and the teacher's (less those already reported)."""
     why: str
+    seen_until: float | None = None
+    """Source time of the last frame the teacher was shown, when known."""

@@ -76,8 +76,8 @@ class Replay:
         inc = incident or self.monitor.open_incident_id or "inc-runner"
         return self._take(self.monitor.escalate(esc_id, inc, reason, frozenset(flags), t, safety))
 
-    def verdict(self, v: Verdict, t: float) -> MonitorOutput:
-        return self._take(self.monitor.apply_verdict(v, t))
+    def verdict(self, v: Verdict, t: float, seen_until: float | None = None) -> MonitorOutput:
+        return self._take(self.monitor.apply_verdict(v, t, seen_until=seen_until))
 
     def close(self, t: float) -> MonitorOutput:
         return self._take(self.monitor.close(t))
@@ -603,3 +603,28 @@ def test_a_dismissal_that_names_another_hazard_reports_it() -> None:
     assert r.lines(fall.id)[-1].phase == "end" and r.lines(fall.id)[-1].review == ReviewStatus.DISMISSED
     [fire] = [e for e in r.alerts() if e.type == "fire"]
     assert r.lines(fire.id)[-1].review == ReviewStatus.CONFIRMED and r.monitor.state == "alert"
+
+
+def test_a_type_the_teacher_confirms_by_name_was_seen_until_its_last_keyframe() -> None:
+    # The student stops flagging tamper at 1.0; the teacher, shown frames up to 3.0, names it:
+    # the event was seen until 3.0 (a scene cut the student missed), not only until 1.0.
+    r = Replay()
+    r.frame(0.0, PERSON, ("tamper",))
+    r.frame(1.0, PERSON, ("tamper",))
+    [alert] = r.alerts()
+    r.escalate("esc-1", ("tamper",), 1.0, safety=True)
+    r.frame(2.0, PERSON)
+    r.frame(3.0, PERSON)
+    r.verdict(verdict(VerdictKind.CONFIRMED, "esc-1", flags=("tamper",)), 3.0, seen_until=3.0)
+    r.close(9.0)
+    assert r.lines(alert.id)[-1].end == 3.0
+    # A confirmation that does not name the type leaves it where the student last saw it.
+    other = Replay()
+    other.frame(0.0, PERSON, ("fire",))
+    other.frame(1.0, PERSON, ("fire",))
+    [fire] = other.alerts()
+    other.escalate("esc-2", ("fire",), 1.0, safety=True)
+    other.frame(2.0, PERSON)
+    other.verdict(verdict(VerdictKind.CONFIRMED, "esc-2"), 3.0, seen_until=3.0)
+    other.close(9.0)
+    assert other.lines(fire.id)[-1].end == 1.0

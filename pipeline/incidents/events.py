@@ -103,6 +103,10 @@ class OpenEvent:
         self.flags |= flags
         return True
 
+    def seen_by_teacher(self, t: float) -> None:
+        """The teacher named this event's type on frames up to ``t``: it was seen until then."""
+        self.last_seen = max(self.last_seen, t)
+
     def line(self, phase: Literal["new", "update", "end"], state: str, camera: str, end: float | None = None) -> Event:
         return Event(id=self.id, camera=camera, type=self.type, severity=self.severity, phase=phase, state=state,
                      start=self.start, end=end, flags=tuple(sorted(self.flags)), peak_confidence=self.peak_confidence,

@@ -105,9 +105,15 @@ def unnamed_coverage(escalation: Escalation, verdict: Verdict, match: Matcher) -
     return _coverage(escalation, asked - named, match)
 
 
-def _coverage(escalation: Escalation, flags: frozenset[str], match: Matcher) -> Coverage:
+def seen_until(escalation: Escalation) -> float:
+    """Source time of the last frame the teacher was shown for ``escalation``: its last keyframe
+    (the escalation's own time when it carried none)."""
     times = [k.timestamp for k in escalation.keyframes]
-    until = max(times) if times else escalation.created_at
+    return max(times) if times else escalation.created_at
+
+
+def _coverage(escalation: Escalation, flags: frozenset[str], match: Matcher) -> Coverage:
+    until = seen_until(escalation)
     seen = [r.confidence for r in escalation.timeline
             if r.timestamp <= until and match(r.safety_flags, r.observations) & flags]
     # Without the student's timeline the teacher's view of strength is unknown: cover up to
@@ -148,5 +154,5 @@ def prune(coverages: Iterable[Coverage], oldest_frame: float) -> tuple[Coverage,
     return tuple(c for c in coverages if c.until >= oldest_frame)
 
 
-__all__ = ["Coverage", "Matcher", "STRONGER_MARGIN", "coherent", "coverage_of", "covers", "may_reask", "prune", "uncover",
-           "uncovered", "unnamed_coverage"]
+__all__ = ["Coverage", "Matcher", "STRONGER_MARGIN", "coherent", "coverage_of", "covers", "may_reask", "prune",
+           "seen_until", "uncover", "uncovered", "unnamed_coverage"]
