@@ -521,6 +521,7 @@ class CameraMonitor(EvidenceView):
     def _confirm(self, t: float, ctx: VerdictContext, types: Iterable[str]) -> None:
         """The teacher confirms ``types`` (those it was asked about or named): their alerts, open or new."""
         v = ctx.verdict
+        named = self._triggers_in(ctx.teacher_flags) if ctx.seen_until is not None else frozenset()
         for kind in types:
             ev = self.book.alerts.get(kind)
             if ev is None:
@@ -528,7 +529,7 @@ class CameraMonitor(EvidenceView):
                                       confidence=v.confidence, escalation_ids=(v.escalation_id,))
             self.book.review(ev, Review.CONFIRMED, ctx.why, escalation_id=v.escalation_id, explanation=v.explanation,
                              flags=ctx.teacher_flags)
-            if ctx.seen_until is not None and kind in self._triggers_in(ctx.teacher_flags):
+            if kind in named:  # the teacher saw it on frames up to seen_until
                 ev.seen_by_teacher(ctx.seen_until)
 
     def _a_unverify_alerts(self, data: EventData) -> None:

@@ -8,9 +8,11 @@ Escalation may add evidence or delay an alert; it must never erase one.  The rul
   carried those flags).  Student evidence *after* that keyframe, or stronger than anything
   the teacher saw, is a new question: it counts again (`covers` is False for it), so it is
   asked again (rate-limited, `may_reask`) or, unasked, alerts on its own.
-* **A confirmation confirms what it names.**  Asked about a fall and smoke, a teacher that
-  confirms naming smoke only has seen the fall's frames and not confirmed it: the fall is
-  dismissed for those frames (`unnamed_coverage`), as by a dismissal.
+* **Optionally, a confirmation confirms only what it names** (`escalation.confirm_named_only`,
+  off by default).  Asked about a fall and smoke, a teacher that confirms naming smoke only has
+  seen the fall's frames and not confirmed it: the fall is dismissed for those frames
+  (`unnamed_coverage`), as by a dismissal.  Off because a confirmation silent on a type has not
+  said it is absent: with the offline teacher it erased the demo's real smoke.
 * **A verdict that contradicts itself is unverified.**  ``dismissed`` while naming a safety
   flag it was asked about (in ``safetyFlags`` or in its own observations) cannot be read both
   ways; it becomes ``unverified`` with the named flags kept, so the alert stands (`coherent`).
